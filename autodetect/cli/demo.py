@@ -1,0 +1,139 @@
+"""``autodetect demo``: the whole pipeline embedded in one process.
+
+A SQLite file, Celery's in-memory broker with a real worker (a thread pool) consuming all five
+queues, and the sandbox marketplace on a free loopback port. The stages run as they would on the
+full stack; this module only starts things, waits on the database and reports."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from sqlalchemy import func, select
+
+from autodetect.db import session_scope, upgrade
+from autodetect.settings import configure, get_settings
+from autodetect.storage import CrawlState, Image, Listing, ListingPrediction, Stage, State, TrainingRun
+
+
+def _count(s, *where) -> int:
+    return s.execute(select(func.count()).select_from(Image).where(*where)).scalar_one()
+
+
+def _wait(console: Console, label: str, probe: Callable[[], tuple[int, int | None, bool]], timeout_s: float) -> None:
+    """Poll ``probe() -> (done, total, finished)`` with a progress bar until finished."""
+    deadline = time.monotonic() + timeout_s
+    with Progress(TextColumn(f"{label:<10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=False) as bar:
+        task = bar.add_task(label, total=None)
+        while True:
+            done, total, finished = probe()
+            bar.update(task, completed=done, total=total)
+            if finished:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{label} did not finish within {timeout_s:.0f} s")
+            time.sleep(0.3)
+
+
+def run_demo(console: Console, *, listings: int, models: int, seed: int, train_seconds: float,
+             report_dir: Path, keep: bool) -> dict:
+    from autodetect.sandbox.marketplace import Marketplace
+    from autodetect.sandbox.server import SandboxServer
+
+    base = get_settings()
+    data_dir = base.data_dir / "demo"
+    if data_dir.exists() and not keep:
+        shutil.rmtree(data_dir)
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    with SandboxServer(Marketplace(listings=listings, models=models, seed=seed)) as sandbox:
+        host_port = sandbox.url.split("//", 1)[1]
+        settings = configure(
+            data_dir=data_dir, database_url="", broker_url="memory://", source="sandbox",
+            marketplace_url=sandbox.url, download_allow_hosts=[host_port], backbone="compact_cnn",
+            image_size=96, weights="none", train_time_budget_s=train_seconds, train_epochs_head=40,
+            min_photos_per_class=min(base.min_photos_per_class, 30), inference_batch_wait_s=0.05,
+            stale_after_s=30,
+        )
+        upgrade(settings)
+        console.print(f"[bold]AutoDetect demo[/]: {listings} listings of {models} models at {sandbox.url}, "
+                      f"data in {data_dir}")
+        from celery.contrib.testing.worker import start_worker
+
+        from workers.app import app
+        from workers.queues import QUEUE_NAMES
+
+        with start_worker(app, pool="threads", concurrency=6, queues=list(QUEUE_NAMES), perform_ping_check=False,
+                          loglevel="WARNING", shutdown_timeout=30):
+            t = time.perf_counter()
+            app.send_task("discovery.crawl")
+
+            def crawled() -> tuple[int, int | None, bool]:
+                with session_scope(settings) as s:
+                    total = _count(s)
+                    waiting = _count(s, Image.stage.in_((Stage.download.value, Stage.dedup.value)),
+                                     Image.state != State.failed.value)
+                    crawl_done = s.execute(select(CrawlState.last_finished)).scalar_one_or_none() is not None
+                return total - waiting, total or None, crawl_done and waiting == 0
+
+            _wait(console, "crawl+photos", crawled, timeout_s=600)
+            timings["crawl, download, dedup"] = time.perf_counter() - t
+
+            t = time.perf_counter()
+            app.send_task("training.check")
+
+            def trained() -> tuple[int, int | None, bool]:
+                with session_scope(settings) as s:
+                    run = s.execute(select(TrainingRun).order_by(TrainingRun.id.desc())).scalars().first()
+                state = run.state if run else "pending"
+                if state == "failed":
+                    raise RuntimeError(f"training failed: {run.error}")
+                return (1 if state == "done" else 0), 1, state == "done"
+
+            _wait(console, "training", trained, timeout_s=train_seconds * 3 + 300)
+            timings["retrain trigger, train, evaluate, promote"] = time.perf_counter() - t
+
+            t = time.perf_counter()
+
+            def tagged() -> tuple[int, int | None, bool]:
+                with session_scope(settings) as s:
+                    waiting = _count(s, Image.stage == Stage.inference.value,
+                                     Image.state.in_((State.pending.value, State.running.value)))
+                    unique = _count(s, Image.duplicate_of_id.is_(None), Image.stage.in_(
+                        (Stage.inference.value, Stage.done.value)), Image.state != State.failed.value)
+                return unique - waiting, unique or None, waiting == 0
+
+            _wait(console, "tagging", tagged, timeout_s=600)
+            timings["tag the catalogue"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - started
+
+    from autodetect.report import build_summary, write_report
+
+    with session_scope(settings) as s:
+        summary = build_summary(s, settings)
+    summary["seconds"] = {k: round(v, 1) for k, v in timings.items()}
+    show_summary(console, summary)
+    path = write_report(summary, settings, report_dir)
+    console.print(f"HTML report: {path}")
+    return summary
+
+
+def show_summary(console: Console, summary: dict) -> None:
+    table = Table(title="AutoDetect demo", show_header=False)
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    for key, value in summary["rows"]:
+        table.add_row(key, value)
+    console.print(table)
+    seconds = Table(title="seconds per stage")
+    seconds.add_column("stage")
+    seconds.add_column("s", justify="right")
+    for key, value in summary["seconds"].items():
+        seconds.add_row(key, f"{value:.1f}")
+    console.print(seconds)

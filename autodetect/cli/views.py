@@ -1,0 +1,132 @@
+"""What the CLI shows: rich tables and progress bars over the domain's data."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+from sqlalchemy import func, select
+
+from autodetect.db import session_scope
+from autodetect.settings import get_settings
+
+
+def queue_lengths() -> dict[str, Any]:
+    """Messages waiting per queue, read from the broker (empty for the embedded broker)."""
+    if get_settings().is_embedded:
+        return {}
+    from workers.app import app
+    from workers.queues import QUEUE_NAMES
+
+    try:
+        with app.connection_for_write() as conn:
+            channel = conn.default_channel
+            return {q: channel.queue_declare(q, passive=True).message_count for q in QUEUE_NAMES}
+    except Exception as exc:  # noqa: BLE001 - status must still show the database's side
+        return {"error": f"broker unreachable: {exc}"}
+
+
+def show_status(console: Console, data: dict[str, Any]) -> None:
+    listings = data["listings"]
+    console.print(f"[bold]listings[/] {listings['total']} ({listings.get('active', 0)} active, "
+                  f"{listings.get('ended', 0)} ended, {listings['labelled']} labelled, {listings['tagged']} tagged)")
+    table = Table(title="photos per stage and state")
+    for col in ("stage", "state", "photos"):
+        table.add_column(col, justify="right" if col == "photos" else "left")
+    for row in data["photos"]:
+        table.add_row(row["stage"], row["state"], str(row["photos"]))
+    console.print(table)
+    console.print(f"duplicates {data['duplicates']} (label conflicts {data['label_conflicts']})")
+    for err in data["errors"]:
+        console.print(f"  failed: {err['photos']} × {err['error']}")
+    if data.get("queues"):
+        console.print("queues: " + ", ".join(f"{k} {v}" for k, v in data["queues"].items()))
+    model = data["model"]
+    if model:
+        m = model["metrics"]
+        console.print(f"[bold]active model[/] {model['name']} ({model['backbone']}, {model['classes']} classes): "
+                      + ", ".join(f"{k} {v:.3f}" for k, v in m.items() if isinstance(v, float)))
+    else:
+        console.print("[bold]active model[/] none yet")
+    if data["last_trigger"]:
+        t = data["last_trigger"]
+        console.print(f"last retraining trigger {t['at']}: {t['trigger']} — {t['reason']}")
+    if data["last_check"]:
+        c = data["last_check"]
+        console.print(f"last retraining check {c['at']}: {'fired' if c['fire'] else 'not due'} — {c['reason']}")
+    if data["suspects"]:
+        table = Table(title="suspect listings (the model confidently disagrees with the seller)")
+        for col in ("listing", "title", "seller_label", "model_says", "probability"):
+            table.add_column(col)
+        for row in data["suspects"]:
+            table.add_row(*(str(row[c]) for c in ("listing", "title", "seller_label", "model_says", "probability")))
+        console.print(table)
+
+
+def show_models(console: Console) -> None:
+    from autodetect.registry import list_versions
+
+    table = Table(title="model versions")
+    for col in ("version", "status", "backbone", "size", "classes", "top-1", "top-3", "mean/class", "created"):
+        table.add_column(col)
+    with session_scope() as s:
+        for v in list_versions(s):
+            m = v.metrics or {}
+            table.add_row(v.name, v.status, v.backbone, str(v.image_size), str(len(v.classes)),
+                          *(f"{m[k]:.3f}" if isinstance(m.get(k), float) else "-" for k in ("top1", "top3", "mean_per_class")),
+                          v.created_at.isoformat(timespec="seconds"))
+    console.print(table)
+
+
+def show_catalogue(console: Console) -> None:
+    from autodetect.storage import CarClass, Image, Listing
+
+    minimum = get_settings().min_photos_per_class
+    with session_scope() as s:
+        rows = s.execute(
+            select(CarClass.name, func.count(func.distinct(Listing.id)), func.count(Image.id))
+            .join(Listing, Listing.class_id == CarClass.id)
+            .outerjoin(Image, (Image.listing_id == Listing.id) & Image.duplicate_of_id.is_(None)
+                       & Image.normalized_key.is_not(None))
+            .group_by(CarClass.name).order_by(func.count(Image.id).desc())
+        ).all()
+    table = Table(title=f"classes (training minimum: {minimum} unique photos)")
+    for col in ("class", "listings", "photos", "trainable"):
+        table.add_column(col)
+    for name, n_listings, n_photos in rows:
+        table.add_row(name, str(n_listings), str(n_photos), "yes" if n_photos >= minimum else "no")
+    console.print(table)
+    console.print(f"{sum(1 for r in rows if r[2] >= minimum)} of {len(rows)} classes reach the minimum")
+
+
+def follow_tagging(console: Console, version_id: int, *, poll_s: float = 0.5, idle_timeout_s: float = 600) -> None:
+    """A live progress bar fed from the database until every unique photo has a prediction."""
+    from autodetect.tagging import tagging_progress
+
+    with Progress(TextColumn("tagging"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TimeRemainingColumn(), console=console) as bar:
+        task = bar.add_task("tag", total=None)
+        last, last_change = -1, time.monotonic()
+        while True:
+            with session_scope() as s:
+                done, total = tagging_progress(s, version_id)
+            bar.update(task, completed=done, total=total)
+            if done >= total:
+                return
+            if done != last:
+                last, last_change = done, time.monotonic()
+            elif time.monotonic() - last_change > idle_timeout_s:
+                console.print("[yellow]no progress: are inference workers running?[/]")
+                return
+            time.sleep(poll_s)
+
+
+def epoch_printer(console: Console) -> Callable[[dict], None]:
+    def show(metrics: dict) -> None:
+        console.print("  " + "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
+
+    return show

@@ -1,0 +1,126 @@
+"""The one settings object. Everything configurable is read here, from ``AUTODETECT_*`` variables
+(or a ``.env`` file); no other module reads the environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="AUTODETECT_", env_file=".env", extra="ignore")
+
+    # --- where things live -------------------------------------------------------------------
+    data_dir: Path = Path("autodetect-data")
+    #: SQLAlchemy URL. Empty means the embedded default: a SQLite file in ``data_dir``.
+    database_url: str = ""
+    #: Celery broker. ``memory://`` is the embedded default (in-process worker, demo only).
+    broker_url: str = "memory://"
+    #: Seconds before an unacknowledged message is redelivered (Redis/SQS). Task time limits stay below.
+    visibility_timeout: int = 3600
+
+    # --- the marketplace --------------------------------------------------------------------
+    source: Literal["sandbox", "ebay", "feed"] = "sandbox"
+    marketplace_url: str = "http://127.0.0.1:8765"
+    ebay_auth_url: str = ""  # empty: ``{marketplace_url}/identity/v1/oauth2/token``
+    ebay_client_id: str = ""
+    ebay_client_secret: SecretStr = SecretStr("")
+    ebay_marketplace_id: str = "EBAY_US"
+    ebay_category_id: str = "6001"
+    ebay_daily_call_budget: int = 5000
+    feed_url: str = ""  # a URL or a file path, for ``source=feed``
+    crawl_page_size: int = 200
+    crawl_max_listings: int = 0  # 0: no limit
+    crawl_interval_s: int = 900
+    host_delay_s: float = 0.0  # politeness: pause between calls to one host
+    host_concurrency: int = 4
+    ended_after_crawls: int = 3  # a listing unseen this many crawls in a row is marked ended
+    photos_per_listing: int = 3
+
+    # --- downloads --------------------------------------------------------------------------
+    download_connect_timeout_s: float = 5.0
+    download_read_timeout_s: float = 10.0
+    download_total_timeout_s: float = 30.0
+    download_max_bytes: int = 15 * 1024 * 1024
+    download_max_pixels: int = 40_000_000
+    download_max_redirects: int = 3
+    download_retries: int = 3
+    #: Hosts or networks that the SSRF guard lets through although private/loopback (e.g. the sandbox).
+    download_allow_hosts: list[str] = Field(default_factory=list)
+    normalized_max_side: int = 512
+
+    # --- dedup ------------------------------------------------------------------------------
+    dedup_hamming_threshold: int = 10
+
+    # --- the model --------------------------------------------------------------------------
+    backbone: str = "inception_v3"
+    image_size: int = 224
+    weights: str = "imagenet"  # "imagenet", "none", or a path to a local .h5/.weights.h5 file
+    min_photos_per_class: int = 30
+    train_epochs_head: int = 8
+    train_epochs_finetune: int = 8
+    train_fine_tune_layers: int = 50
+    train_batch_size: int = 32
+    train_time_budget_s: float = 0.0  # 0: no budget; otherwise epochs are cut to fit
+    train_seed: int = 1337
+    #: Retrain when this many new labelled unique photos arrived since the active version...
+    retrain_min_new_photos: int = 500
+    #: ...or when they are this share of the active version's training set.
+    retrain_min_new_share: float = 0.2
+    retag_on_promote: bool = True
+    #: Hard limit of one training run; a run "running" longer than this is presumed dead and re-queued.
+    training_time_limit_s: int = 3000
+    serving_format: Literal["tflite", "onnx"] = "tflite"
+
+    # --- inference --------------------------------------------------------------------------
+    inference_batch_size: int = 32
+    inference_batch_wait_s: float = 0.2
+    top_k: int = 5
+    mismatch_confidence: float = 0.8
+
+    # --- operations -------------------------------------------------------------------------
+    sweeper_interval_s: int = 60
+    stale_after_s: int = 300
+    retrain_check_interval_s: int = 300
+    flower_basic_auth: str = ""  # "user:password"
+    api_max_upload_bytes: int = 15 * 1024 * 1024
+
+    @model_validator(mode="after")
+    def _defaults_from_data_dir(self) -> "Settings":
+        if not self.database_url:
+            self.database_url = f"sqlite:///{(self.data_dir / 'autodetect.db').resolve()}"
+        return self
+
+    @property
+    def is_embedded(self) -> bool:
+        return self.broker_url.startswith("memory://")
+
+    @property
+    def token_url(self) -> str:
+        return self.ebay_auth_url or f"{self.marketplace_url.rstrip('/')}/identity/v1/oauth2/token"
+
+    def path(self, *parts: str) -> Path:
+        p = self.data_dir.joinpath(*parts)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+
+_current: Settings | None = None
+
+
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment on first use."""
+    global _current
+    if _current is None:
+        _current = Settings()
+    return _current
+
+
+def configure(**overrides) -> Settings:
+    """Replace the process-wide settings: the environment plus ``overrides`` (CLI options, tests)."""
+    global _current
+    _current = Settings(**overrides)
+    return _current

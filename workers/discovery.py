@@ -1,0 +1,17 @@
+"""discovery queue: crawl the configured source."""
+
+from autodetect.discovery import CrawlLocked, crawl as crawl_source
+from autodetect.settings import get_settings
+from autodetect.sources import open_source
+from workers.app import app
+from workers.dispatch import dispatch
+from workers.queues import queue_specs
+
+
+@app.task(name="discovery.crawl", time_limit=queue_specs(get_settings())["discovery"].time_limit)
+def crawl(max_listings: int | None = None) -> dict:
+    settings = get_settings()
+    try:
+        return crawl_source(settings, open_source(settings), dispatch, max_listings=max_listings).as_dict()
+    except CrawlLocked as exc:
+        return {"skipped": str(exc)}
