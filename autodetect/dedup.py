@@ -22,7 +22,7 @@ from sqlalchemy import or_, select, text, update
 from sqlalchemy.orm import Session
 
 from autodetect.db import is_postgres, session_scope
-from autodetect.download import phash_chunks
+from autodetect.images.decode import hamming
 from autodetect.inference import refresh_listing_predictions
 from autodetect.pipeline import Dispatch
 from autodetect.settings import Settings
@@ -46,8 +46,10 @@ def chunk_neighbours(chunk: int, radius: int) -> list[int]:
     return values
 
 
-def hamming(a: int, b: int) -> int:
-    return ((a ^ b) & 0xFFFFFFFFFFFFFFFF).bit_count()
+def phash_chunks(value: int) -> dict[str, int]:
+    """The 16-bit chunks of a signed 64-bit hash, as the ``phash_c*`` columns."""
+    unsigned = value & 0xFFFFFFFFFFFFFFFF
+    return {f"phash_c{i}": (unsigned >> (CHUNK_BITS * i)) & 0xFFFF for i in range(CHUNKS)}
 
 
 def near_candidates(session: Session, phash: int, threshold: int, *, exclude_id: int | None = None):

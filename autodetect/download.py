@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from sqlalchemy import update
 
 from autodetect.db import session_scope
+from autodetect.dedup import phash_chunks
 from autodetect.images.decode import UndecodableImage, decode_image, encode_jpeg, normalize, perceptual_hash
 from autodetect.images.fetch import Fetcher, PermanentFetchError, TransientFetchError, backoff_delay
 from autodetect.images.store import ImageStore
@@ -20,20 +21,11 @@ from autodetect.storage import Image, Stage, State, utcnow
 
 log = logging.getLogger(__name__)
 
-_EXT = {"JPEG": "jpg", "PNG": "png", "GIF": "gif", "WEBP": "webp", "BMP": "bmp", "TIFF": "tif", "MPO": "jpg"}
-
-
 @dataclass
 class DownloadOutcome:
     status: str  # done | retry | failed | skipped
     error: str | None = None
     retry_in: float | None = None
-
-
-def phash_chunks(value: int) -> dict[str, int]:
-    """The four 16-bit chunks of a signed 64-bit hash, for the multi-index lookup."""
-    unsigned = value & 0xFFFFFFFFFFFFFFFF
-    return {f"phash_c{i}": (unsigned >> (16 * i)) & 0xFFFF for i in range(4)}
 
 
 def _record_failure(settings: Settings, image_id: int, error: str, *, final: bool) -> None:
@@ -55,18 +47,19 @@ def download_image(settings: Settings, image_id: int, fetcher: Fetcher, store: I
         url, attempts = image.url, image.attempts
     try:
         fetched = fetcher.fetch(url)
-        picture = decode_image(fetched.data, settings.download_max_pixels)
+        picture = decode_image(fetched.data, settings.download_max_pixels, draft_side=settings.normalized_max_side)
     except TransientFetchError as exc:
         final = attempts + 1 >= settings.download_retries
         _record_failure(settings, image_id, str(exc), final=final)
         if final:
             return DownloadOutcome("failed", str(exc))
-        return DownloadOutcome("retry", str(exc), backoff_delay(attempts + 1, exc.retry_after))
+        return DownloadOutcome("retry", str(exc), backoff_delay(attempts, exc.retry_after))
     except (PermanentFetchError, UndecodableImage) as exc:
         _record_failure(settings, image_id, str(exc), final=True)
         return DownloadOutcome("failed", str(exc))
 
-    original = store.put(fetched.data, kind="original", ext=_EXT.get(picture.info.get("format", ""), "img"))
+    width, height = picture.info.get("original_size", picture.size)
+    original = store.put(fetched.data, kind="original", ext=fetched.ext)
     small = normalize(picture, settings.normalized_max_side)
     normalized = store.put(encode_jpeg(small), kind="normalized", ext="jpg")
     phash = perceptual_hash(small)
@@ -77,7 +70,7 @@ def download_image(settings: Settings, image_id: int, fetcher: Fetcher, store: I
             .values(stage=Stage.dedup.value, state=State.pending.value, error=None, updated_at=utcnow(),
                     sha256=original.sha256, storage_key=original.key, normalized_key=normalized.key,
                     size_bytes=original.size, content_type=fetched.content_type,
-                    width=picture.width, height=picture.height, phash=phash, **phash_chunks(phash))
+                    width=width, height=height, phash=phash, **phash_chunks(phash))
             .returning(Image.id)
         ).scalar_one_or_none()
     if moved is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -57,18 +58,18 @@ def build_summary(session: Session, settings: Settings) -> dict[str, Any]:
         ("tagged listings agreeing with the seller's label", f"{correct} of {labelled_tagged}"),
         ("suspect listings (confident mismatch)", str(len(status["suspects"]))),
     ]
-    return {"rows": rows, "status": status, "metrics": metrics,
+    confusion = (settings.data_dir / version.artifacts["dir"] / version.artifacts["confusion"]
+                 if version and "confusion" in version.artifacts else None)
+    return {"rows": rows, "status": status, "metrics": metrics, "confusion_png": confusion and str(confusion),
             "classes": list(version.classes) if version else [], "version": version.name if version else None}
 
 
 def write_report(summary: dict[str, Any], settings: Settings, out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     plots = []
-    confusion = summary["metrics"].get("confusion")
-    if confusion:
-        from autodetect.model.evaluate import plot_confusion
-
-        plot_confusion(confusion, summary["classes"], out_dir / "confusion.png")
+    confusion = summary.get("confusion_png")
+    if confusion and Path(confusion).exists():
+        shutil.copyfile(confusion, out_dir / "confusion.png")
         plots.append(("Confusion matrix on the held-out test listings", "confusion.png"))
     rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in summary["rows"])
     seconds = "".join(f"<tr><th>{html.escape(k)}</th><td>{v:.1f}</td></tr>" for k, v in summary.get("seconds", {}).items())

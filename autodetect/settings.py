@@ -31,12 +31,15 @@ class Settings(BaseSettings):
     ebay_marketplace_id: str = "EBAY_US"
     ebay_category_id: str = "6001"
     ebay_daily_call_budget: int = 5000
+    ebay_currency: str = "USD"  # of the price bands a large make is split into; other prices are flagged
     feed_url: str = ""  # a URL or a file path, for ``source=feed``
     crawl_page_size: int = 200
     crawl_max_listings: int = 0  # 0: no limit
     crawl_interval_s: int = 900
     host_delay_s: float = 0.0  # politeness: pause between calls to one host
     host_concurrency: int = 4
+    crawl_retries: int = 5  # per marketplace call, on connection errors, 429 and 5xx
+    crawl_backoff_s: float = 0.5  # exponential backoff factor between those retries (Retry-After wins)
     ended_after_crawls: int = 3  # a listing unseen this many crawls in a row is marked ended
     photos_per_listing: int = 3
 
@@ -87,6 +90,17 @@ class Settings(BaseSettings):
     retrain_check_interval_s: int = 300
     flower_basic_auth: str = ""  # "user:password"
     api_max_upload_bytes: int = 15 * 1024 * 1024
+    # --- the HTTP API ---------------------------------------------------------------------------
+    #: Offers within this distance of the person count as "in your area" unless the request says otherwise.
+    api_default_radius_km: float = 100.0
+    #: The country of a postal code sent without one.
+    api_default_country: str = "US"
+    #: Price statistics per model year only for years with at least this many priced offers.
+    api_min_listings_per_year: int = 3
+    #: Nearest offers returned per candidate model by ``POST /identify``.
+    api_nearest_offers: int = 5
+    #: Largest page of ``GET /models/{id}/offers``.
+    api_max_page_size: int = 100
 
     @model_validator(mode="after")
     def _defaults_from_data_dir(self) -> "Settings":

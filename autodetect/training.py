@@ -173,7 +173,7 @@ class NotEnoughData(Exception):
 def _train_and_register(settings: Settings, run_id: int, samples: list[Sample], params: dict[str, Any],
                         progress: Callable[[dict], None] | None) -> dict[str, Any]:
     from autodetect.model.bundle import load_serving, save_labels
-    from autodetect.model.evaluate import evaluate
+    from autodetect.model.evaluate import evaluate, plot_confusion
     from autodetect.model.export import export_tflite
     from autodetect.model.train import train
 
@@ -192,9 +192,11 @@ def _train_and_register(settings: Settings, run_id: int, samples: list[Sample], 
     started = time.perf_counter()
     result = train(split.train, split.val, split.classes, config, out, progress=progress)
     export_tflite(result.keras_path, out / "model.tflite")
-    save_labels(out, split.classes, config.backbone, config.image_size)
+    save_labels(out, split.classes, backbone=config.backbone, image_size=config.image_size)
     serving = load_serving(out, prefer=("tflite",))
-    metrics = evaluate(serving.predict, split.test, split.classes, image_size=config.image_size).to_dict()
+    evaluation = evaluate(serving.predict, split.test, split.classes, image_size=config.image_size)
+    plot_confusion(evaluation, split.classes, out / "confusion.png", title=f"{name}: held-out test listings")
+    metrics = evaluation.to_dict()
     metrics.update(train_images_per_s=round(result.train_images_per_s, 1), train_seconds=round(result.seconds, 1),
                    epochs=result.epochs_run)
     with session_scope(settings) as s:
@@ -213,7 +215,8 @@ def _train_and_register(settings: Settings, run_id: int, samples: list[Sample], 
             dataset={"photos": len(kept), "train": len(split.train), "val": len(split.val), "test": len(split.test),
                      "classes": len(split.classes), "dropped_classes": dropped,
                      "test_listings": sorted({x.listing for x in split.test})},
-            artifacts={"dir": str(out.relative_to(settings.data_dir)), "keras": "model.keras", "tflite": "model.tflite"},
+            artifacts={"dir": str(out.relative_to(settings.data_dir)), "keras": "model.keras", "tflite": "model.tflite",
+                       "confusion": "confusion.png"},
         )
         s.add(version)
         s.flush()

@@ -60,7 +60,8 @@ def decode_image(data: bytes, max_pixels: int, *, draft_side: int | None = None,
     not clipped), palette, grey/RGB with transparency (composited on white), first frame of an
     animation. ``draft_side`` lets JPEG decoding scale down by 1/2, 1/4 or 1/8 as long as both
     sides stay at least that big (much faster for big photos that are normalized afterwards).
-    Images with a side below ``min_side`` are refused (tracking pixels, placeholders)."""
+    Images with a side below ``min_side`` are refused (tracking pixels, placeholders).
+    ``result.info["original_size"]`` is the photo's full upright size (even after ``draft_side``)."""
     if not data:
         raise UndecodableImage("empty (0 bytes)")
     try:
@@ -91,12 +92,13 @@ def decode_image(data: bytes, max_pixels: int, *, draft_side: int | None = None,
         raise UndecodableImage(f"corrupt image: {_short(exc)}") from None
 
     try:
-        img = _upright(img)
-        return _to_rgb(img)
-    except UndecodableImage:
-        raise
+        turned, swapped = _upright(img)
+        out = _to_rgb(turned)
     except Exception as exc:
         raise UndecodableImage(f"cannot convert {img.mode} image: {_short(exc)}") from None
+    # The photo's real size, upright, also when ``draft_side`` decoded it smaller.
+    out.info["original_size"] = (height, width) if swapped else (width, height)
+    return out
 
 
 def _short(exc: BaseException) -> str:
@@ -110,14 +112,15 @@ def _bomb_reason(exc: BaseException, max_pixels: int) -> str:
     return f"too many pixels: {count} (limit {max_pixels})"
 
 
-def _upright(img: Image.Image) -> Image.Image:
+def _upright(img: Image.Image) -> tuple[Image.Image, bool]:
+    """The image turned as its EXIF orientation says, and whether width and height swapped."""
     try:
         orientation = img.getexif().get(_ORIENTATION, 1)
     except Exception:  # a broken EXIF block must not cost the photo
-        return img
+        return img, False
     if orientation in (2, 3, 4, 5, 6, 7, 8):
-        return ImageOps.exif_transpose(img)
-    return img
+        return ImageOps.exif_transpose(img), orientation >= 5
+    return img, False
 
 
 _SRGB = None
@@ -163,7 +166,7 @@ def _wide_grey_to_rgb(img: Image.Image) -> Image.Image:
         grey = np.clip(np.nan_to_num(arr) * scale, 0, 255).astype(np.uint8)
     else:
         grey = (np.clip(arr.astype(np.int64), 0, 65535) >> 8).astype(np.uint8)
-    return Image.fromarray(grey, mode="L").convert("RGB")
+    return Image.fromarray(grey).convert("RGB")
 
 
 def normalize(img: Image.Image, max_side: int = 512) -> Image.Image:

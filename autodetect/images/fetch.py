@@ -314,6 +314,8 @@ class AllowList:
         checked: list[str] = []
         for text in addresses:
             ip = ipaddress.ip_address(text)
+            if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+                ip = ip.ipv4_mapped  # ::ffff:a.b.c.d is a.b.c.d: check, report and connect as such
             why = classify_address(ip)
             if why is not None and not self.allows(host, ip, port):
                 raise PermanentFetchError(f"refused address {ip} ({why})")
@@ -601,8 +603,11 @@ class Fetcher:
 
     ``settings`` supplies the limits (``download_*``); ``session`` the default headers (e.g. a
     User-Agent) and TLS verification (``session.verify``); requests always go through this fetcher's
-    own pinning adapter, without proxies, cookies or environment. ``resolver(host, port) -> [ip]``
-    replaces DNS (tests); the default calls ``socket.getaddrinfo``."""
+    own pinning adapter, without proxies, cookies or environment (a session passed in is changed
+    accordingly: ``trust_env=False``, a cookie policy that keeps nothing, the adapter mounted).
+    ``pool_size`` is the number of keep-alive connections kept per host: make it at least the
+    number of threads downloading at once. ``resolver(host, port) -> [ip]`` replaces DNS (tests);
+    the default calls ``socket.getaddrinfo`` (note: DNS lookups are not covered by the deadline)."""
 
     def __init__(
         self,
@@ -630,7 +635,7 @@ class Fetcher:
             "Accept": "image/jpeg,image/png,image/webp,image/*;q=0.8,*/*;q=0.5",
             "Accept-Encoding": "identity",
         }
-        if "User-Agent" not in self._session.headers or session is None:
+        if session is None:  # a session passed in keeps its own User-Agent
             self._headers["User-Agent"] = user_agent
 
     # -- public --
@@ -672,6 +677,10 @@ class Fetcher:
                     location = resp.headers.get("Location")
                     if not location:
                         raise PermanentFetchError(f"http {resp.status_code} without Location")
+                    try:  # http.client decodes headers as latin-1; servers send UTF-8
+                        location = location.encode("latin1").decode("utf8")
+                    except UnicodeError:
+                        pass
                     current = urljoin(prep.url, location.strip())
                     continue
                 self._check_status(resp)

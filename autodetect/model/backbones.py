@@ -215,9 +215,10 @@ def _fold_efficientnet_imagenet_scaling(base: keras.Model) -> None:
     """Make a weights=None EfficientNet loaded from Keras' ImageNet .h5 compute what Keras' "imagenet" build does."""
     norm = next(layer for layer in base.layers if isinstance(layer, layers.Normalization))
     # Keras computes (x - mean) / sqrt(var) * (1 / sqrt(stddev)) == (x - mean) / sqrt(var * stddev).
-    variance = norm.variance
-    factors = keras.ops.convert_to_tensor([float(s) for s in _IMAGENET_STDDEV_RGB], dtype=variance.dtype)
+    variance = norm.adapt_variance  # the stored weight; ``norm.variance`` is derived from it
+    factors = keras.ops.convert_to_tensor(_IMAGENET_STDDEV_RGB, dtype=variance.dtype)
     variance.assign(keras.ops.reshape(factors, variance.shape) * variance)
+    norm.finalize_state()
 
 
 def build_base(

@@ -145,13 +145,22 @@ def read_coreml_spec(path: str | os.PathLike) -> dict:
     else:
         shape = tuple(int(d) for d in inp.type.multiArrayType.shape)
     labels: list[str] = []
+    preprocessing: list[tuple[str, float]] = []
     if spec.WhichOneof("Type") == "mlProgram":
         for function in spec.mlProgram.functions.values():
             block = function.block_specializations[function.opset]
+            consts = {op.outputs[0].name: op.attributes["val"] for op in block.operations if op.type == "const"}
+            seen_conv = False
             for op in block.operations:
                 if op.type == "classify":
                     for value in op.inputs["classes"].arguments[0].value.immediateValue.list.values:
                         labels.extend(value.immediateValue.tensor.strings.values)
+                seen_conv = seen_conv or op.type.startswith("conv")
+                if not seen_conv and op.type in ("mul", "add", "sub", "real_div"):
+                    for arg in op.inputs.values():
+                        name = arg.arguments[0].name if arg.arguments else ""
+                        if name in consts:
+                            preprocessing.append((op.type, _scalar(consts[name])))
     else:  # a neural network classifier
         nn = spec.neuralNetworkClassifier
         labels = list(nn.stringClassLabels.vector) or [str(i) for i in nn.int64ClassLabels.vector]
@@ -161,8 +170,24 @@ def read_coreml_spec(path: str | os.PathLike) -> dict:
         "input_shape": shape,
         "labels": labels,
         "outputs": [o.name for o in spec.description.output],
+        # Scalar arithmetic applied to the image before the first convolution (ML Program only), e.g.
+        # [("mul", 1/127.5), ("add", -1.0)]: the folded preprocessing, applied once.
+        "preprocessing": preprocessing,
         "metadata": dict(spec.description.metadata.userDefined),
     }
+
+
+def _scalar(value) -> float:
+    """The first number of a MIL const (fp16/fp32 values are stored as raw bytes or floats)."""
+    tensor = value.immediateValue.tensor
+    if tensor.floats.values:
+        return float(tensor.floats.values[0])
+    if tensor.bytes.values:
+        dtype = np.float16 if value.type.tensorType.dataType == 10 else np.float32  # 10: FLOAT16
+        return float(np.frombuffer(tensor.bytes.values, dtype=dtype).ravel()[0])
+    if tensor.ints.values:
+        return float(tensor.ints.values[0])
+    return float("nan")
 
 
 def export_bundle(

@@ -1,5 +1,13 @@
 """Where listings come from: a source yields pages of listings since a cursor."""
 
-from autodetect.sources.base import Page, Source, SourceListing, open_source
+from autodetect.sources.base import (
+    BudgetExhausted,
+    CallBudget,
+    Page,
+    Source,
+    SourceError,
+    SourceListing,
+    open_source,
+)
 
-__all__ = ["Page", "Source", "SourceListing", "open_source"]
+__all__ = ["BudgetExhausted", "CallBudget", "Page", "Source", "SourceError", "SourceListing", "open_source"]

@@ -1,17 +1,15 @@
-"""The source interface and the listing record every source produces."""
+"""The source interface, the listing record every source produces, and the daily call budget."""
 
 from __future__ import annotations
 
-import re
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any, Protocol
 
 from autodetect.settings import Settings
-
-MAX_TITLE = 500
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 
 
 @dataclass
@@ -33,58 +31,64 @@ class SourceListing:
     year: int | None = None
     mileage: int | None = None
     raw: dict[str, Any] = field(default_factory=dict)
-    #: What was wrong with the record as received ("missing price", "no photos", ...).
+    #: What was wrong with the record as received, "kind: detail" ("missing price", "bad price: 'x'"...).
     problems: list[str] = field(default_factory=list)
 
 
 @dataclass
 class Page:
     listings: list[SourceListing]
-    #: Where the next crawl resumes if this one stops after this page.
+    #: Where the next crawl resumes if this one stops after this page; {} once the source is exhausted.
     cursor: dict[str, Any]
-    #: Records on the page that could not be used at all, with the reason.
-    rejected: list[str] = field(default_factory=list)
+    #: What was wrong with the page or its records ("kind: detail"): rejected records, an unreadable page...
+    problems: list[str] = field(default_factory=list)
+    #: False when listings may have been missed here (an unreadable page, a looping ``next``): a crawl
+    #: with such a page is incomplete and ends no listing for not having been seen.
+    complete: bool = True
+
+
+class BudgetExhausted(Exception):
+    """The day's call budget is spent (or the marketplace keeps saying 429): the crawl pauses and the
+    next one resumes from its cursor."""
+
+
+class SourceError(Exception):
+    """The source cannot be read at all (unreachable, credentials refused): the crawl fails and the
+    next one resumes from its cursor."""
+
+
+class CallBudget:
+    """Calls a source may make per UTC day (``limit`` 0: unlimited), shared by its threads."""
+
+    def __init__(self, limit: int, day: str | None = None, used: int = 0):
+        self.limit, self.day, self.used, self.spent = limit, day, used, 0
+        self._lock = threading.Lock()
+
+    def spend(self) -> None:
+        with self._lock:
+            today = datetime.now(UTC).date().isoformat()
+            if self.day != today:
+                self.day, self.used = today, 0
+            if self.limit and self.used >= self.limit:
+                raise BudgetExhausted(f"the daily budget of {self.limit} calls is spent ({self.day} UTC)")
+            self.used += 1
+            self.spent += 1
 
 
 class Source(Protocol):
     name: str
 
-    def pages(self, cursor: dict[str, Any]) -> Iterator[Page]: ...
+    def pages(self, cursor: dict[str, Any], budget: CallBudget) -> Iterator[Page]:
+        """Pages of listings from ``cursor`` ({} to start over) to the end."""
+        ...
 
-
-class BudgetExhausted(Exception):
-    """The source's daily call budget is spent: the crawl pauses and resumes from its cursor."""
-
-
-def clean_title(value: Any) -> str:
-    text = _CONTROL.sub(" ", str(value or "")).strip()
-    return re.sub(r"\s{2,}", " ", text)[:MAX_TITLE]
-
-
-def parse_price(value: Any) -> Decimal | None:
-    """'18450.00', '12,500.00', 12500, '$9 999' -> Decimal; anything else -> None."""
-    if value is None or value == "":
-        return None
-    text = re.sub(r"[^\d.,-]", "", str(value))
-    if "," in text and "." in text:
-        text = text.replace(",", "") if text.rfind(",") < text.rfind(".") else text.replace(".", "").replace(",", ".")
-    elif "," in text:
-        head, _, tail = text.rpartition(",")
-        text = text.replace(",", "") if len(tail) == 3 else f"{head.replace(',', '')}.{tail}"
-    try:
-        price = Decimal(text)
-    except InvalidOperation:
-        return None
-    return price if price >= 0 else None
-
-
-def parse_int(value: Any) -> int | None:
-    digits = re.sub(r"[^\d]", "", str(value or ""))
-    return int(digits) if digits and len(digits) < 10 else None
+    def details(self, listings: list[SourceListing], budget: CallBudget) -> list[SourceListing]:
+        """The listings with what a detail call adds (Make, Model, Year), same order."""
+        ...
 
 
 def open_source(settings: Settings) -> Source:
-    """The configured source (``AUTODETECT_SOURCE``)."""
+    """The configured source (``AUTODETECT_SOURCE``): ``ebay`` and ``sandbox`` speak the Browse API."""
     if settings.source == "feed":
         from autodetect.sources.feed import FeedSource
 

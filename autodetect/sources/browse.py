@@ -1,148 +1,267 @@
-"""The eBay Browse API source (Cars & Trucks), also used against the sandbox marketplace."""
+"""The eBay Browse API source (Cars & Trucks); the sandbox marketplace speaks the same API.
+
+How a crawl stays within what eBay allows:
+
+- **Queries under the 10,000-result cap.** The Browse API serves at most 10,000 results per query
+  (offset + limit). The first call asks for the category's refinements
+  (``fieldgroups=ASPECT_REFINEMENTS``): the Make aspect's distribution lists the makes the marketplace
+  actually has, with their counts. Each make becomes a query (``aspect_filter=categoryId:6001,Make:{X}``),
+  so each result carries its make; a make over the cap is split into price bands
+  (``filter=price:[a..b],priceCurrency:USD``), and a band whose first page still reports a ``total``
+  over the cap is halved again. The marketplace's refinement, not the catalogue, is the list of makes:
+  it costs one call, carries the counts that decide the splits, and needs no catalogue to crawl.
+  Listings without a Make aspect are not reached; without a Make refinement at all, the category is
+  crawled whole (split by price only).
+- **One token, reused.** The OAuth client-credentials token is minted once, kept until shortly before it
+  expires, and minted once more when a call answers 401.
+- **Retries that listen.** 429 and 5xx are retried with exponential backoff, honouring ``Retry-After``
+  (capped, so a crawl never sleeps for hours); a 429 that persists pauses the crawl.
+- **Politeness.** Calls to the host are spaced by ``host_delay_s``; at most ``host_concurrency`` detail
+  calls run at once; every call is charged to the daily budget (token calls are not: eBay counts them
+  apart).
+
+A search page that cannot be read (an error status, malformed JSON, a ``next`` link that loops or
+leaves the host) ends its query: the reason is recorded and the crawl goes on, marked incomplete.
+"""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import quote, urlencode, urljoin, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from autodetect.settings import Settings
-from autodetect.sources.base import Page, SourceListing, clean_title, parse_int, parse_price
+from autodetect.sources.base import BudgetExhausted, CallBudget, Page, SourceError, SourceListing
+from autodetect.sources.items import listing_from_item, parse_int
 
 SEARCH_PATH = "/buy/browse/v1/item_summary/search"
 ITEM_PATH = "/buy/browse/v1/item/"
 SCOPE = "https://api.ebay.com/oauth/api_scope"
+MAX_RESULTS = 10_000  # the Browse API serves no result past this offset
+FIRST_SPLIT_CENTS = 2_000_000  # an open price band [a..] is first cut at max(2a, 20,000.00)
+MAX_RETRY_AFTER_S = 60
+TIMEOUT = (5, 30)  # connect, read
 
 
-def listing_from_summary(item: dict[str, Any]) -> SourceListing:
-    """An ``itemSummaries[]`` entry (or an item detail) in the Browse API's shape -> SourceListing."""
-    external_id = str(item.get("itemId") or item.get("legacyItemId") or "").strip()
-    if not external_id:
-        raise ValueError("item without itemId")
-    problems: list[str] = []
-    price_field = item.get("price") or {}
-    price = parse_price(price_field.get("value"))
-    if price is None:
-        problems.append("missing price" if not price_field.get("value") else f"bad price {price_field.get('value')!r}")
-    photos = [u for u in [(item.get("image") or {}).get("imageUrl")] if u]
-    photos += [p.get("imageUrl") for p in item.get("additionalImages") or [] if p.get("imageUrl")]
-    if not photos:
-        problems.append("no photos")
-    location = item.get("itemLocation") or {}
-    aspects = {a.get("name", "").lower(): a.get("value") for a in item.get("localizedAspects") or []}
-    title = clean_title(item.get("title"))
-    if not title:
-        problems.append("missing title")
-    return SourceListing(
-        external_id=external_id,
-        title=title,
-        url=item.get("itemWebUrl"),
-        price=price,
-        currency=(price_field.get("currency") or None) if price is not None else None,
-        photos=list(dict.fromkeys(photos)),
-        city=location.get("city"),
-        postal_code=location.get("postalCode"),
-        country=location.get("country"),
-        condition=item.get("condition"),
-        make=aspects.get("make"),
-        model=aspects.get("model"),
-        year=parse_int(aspects.get("year")),
-        mileage=parse_int(aspects.get("mileage")),
-        raw=item,
-        problems=problems,
-    )
+def split_band(query: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """Two queries whose price bands (in cents, bounds inclusive) cover ``query``'s; None if too narrow."""
+    lo, hi = query.get("lo", 0), query.get("hi")
+    if hi is None:
+        mid = max(2 * lo, FIRST_SPLIT_CENTS)
+    elif hi - lo >= 1:
+        mid = (lo + hi) // 2
+    else:
+        return None
+    return [{**query, "lo": lo, "hi": mid}, {**query, "lo": mid + 1, "hi": hi}]
+
+
+def price_band(query: dict[str, Any]) -> str:
+    """The query's band in the API's syntax: "0.00..20000.00", "20000.01.." (no upper bound)."""
+    hi = "" if query["hi"] is None else f"{query['hi'] / 100:.2f}"
+    return f"{query['lo'] / 100:.2f}..{hi}"
+
+
+def describe(query: dict[str, Any]) -> str:
+    make = query.get("make") or "all makes"
+    return f"{make} {price_band(query)}" if "lo" in query else make
 
 
 class BrowseSource:
-    """Pages through category 6001 by ``next`` links; fetches details when a summary lacks Make/Model."""
-
     def __init__(self, settings: Settings, session: requests.Session | None = None):
         self.settings = settings
         self.name = settings.source
         self.base = settings.marketplace_url.rstrip("/")
+        self.host = urlsplit(self.base).netloc
         self.http = session or requests.Session()
-        retry = Retry(total=5, backoff_factor=0.5, status_forcelist=(429, 500, 502, 503, 504),
-                      allowed_methods=None, respect_retry_after_header=True)
-        self.http.mount("http://", HTTPAdapter(max_retries=retry, pool_maxsize=settings.host_concurrency))
-        self.http.mount("https://", HTTPAdapter(max_retries=retry, pool_maxsize=settings.host_concurrency))
+        retry = Retry(total=settings.crawl_retries, backoff_factor=settings.crawl_backoff_s,
+                      status_forcelist=(429, 500, 502, 503, 504), allowed_methods=None,
+                      raise_on_status=False, retry_after_max=MAX_RETRY_AFTER_S)
+        adapter = HTTPAdapter(max_retries=retry, pool_maxsize=settings.host_concurrency)
+        self.http.mount("http://", adapter)
+        self.http.mount("https://", adapter)
         self._token: str | None = None
         self._token_expires = 0.0
-        self.calls = 0
+        self._token_lock = threading.Lock()
+        self._pace_lock = threading.Lock()
+        self._next_call = 0.0
 
-    # --- auth -------------------------------------------------------------------------------
-    def _mint_token(self) -> str:
-        s = self.settings
-        resp = self.http.post(s.token_url, data={"grant_type": "client_credentials", "scope": SCOPE},
-                              auth=(s.ebay_client_id or "autodetect", s.ebay_client_secret.get_secret_value() or "x"),
-                              timeout=(5, 30))
-        resp.raise_for_status()
-        body = resp.json()
-        self._token = body["access_token"]
-        self._token_expires = time.monotonic() + float(body.get("expires_in", 7200)) - 60
-        return self._token
-
-    def _get(self, url: str, params: dict[str, Any] | None = None) -> requests.Response:
-        for attempt in (1, 2):
-            if not self._token or time.monotonic() >= self._token_expires:
-                self._mint_token()
-            if self.settings.host_delay_s:
-                time.sleep(self.settings.host_delay_s)
-            self.calls += 1
-            resp = self.http.get(url, params=params, timeout=(5, 30), headers={
-                "Authorization": f"Bearer {self._token}",
-                "X-EBAY-C-MARKETPLACE-ID": self.settings.ebay_marketplace_id,
-            })
-            if resp.status_code == 401 and attempt == 1:
-                self._token = None  # expired or revoked: mint once more
-                continue
-            return resp
-        return resp
-
-    # --- listings ---------------------------------------------------------------------------
-    def pages(self, cursor: dict[str, Any]) -> Iterator[Page]:
-        url: str | None = cursor.get("next") or (
-            f"{self.base}{SEARCH_PATH}?category_ids={self.settings.ebay_category_id}"
-            f"&limit={self.settings.crawl_page_size}&offset=0"
-        )
-        seen_urls: set[str] = set()
-        while url:
-            if url in seen_urls:
-                yield Page([], {}, rejected=[f"next link loops back to {url}"])
-                return
-            seen_urls.add(url)
-            resp = self._get(url)
-            try:
-                resp.raise_for_status()
-                body = resp.json()
-            except (requests.HTTPError, ValueError) as exc:
-                raise SourceError(f"search page {url}: {exc}") from exc
-            listings, rejected = [], []
-            for item in body.get("itemSummaries") or []:
+    # --- calls --------------------------------------------------------------------------------
+    def _valid_token(self) -> str:
+        with self._token_lock:
+            if self._token is None or time.monotonic() >= self._token_expires:
+                s = self.settings
                 try:
-                    listing = listing_from_summary(item)
-                except (ValueError, AttributeError, TypeError) as exc:
-                    rejected.append(f"unusable item: {exc}")
-                    continue
-                listings.append(listing)
-            nxt = body.get("next")
-            url = urljoin(self.base + "/", nxt) if nxt else None
-            yield Page(listings, {"next": url} if url else {}, rejected)
+                    resp = self.http.post(s.token_url, timeout=TIMEOUT,
+                                          data={"grant_type": "client_credentials", "scope": SCOPE},
+                                          auth=(s.ebay_client_id, s.ebay_client_secret.get_secret_value()))
+                    resp.raise_for_status()
+                    body = resp.json()
+                    self._token = str(body["access_token"])
+                    lifetime = float(body.get("expires_in", 7200))
+                except (requests.RequestException, ValueError, KeyError, TypeError) as exc:
+                    raise SourceError(f"token from {s.token_url}: {exc}") from exc
+                self._token_expires = time.monotonic() + lifetime * 0.9
+            return self._token
 
-    def details(self, listing: SourceListing) -> SourceListing:
-        """The item call, for the Make/Model/Year aspects a summary does not carry."""
-        resp = self._get(f"{self.base}{ITEM_PATH}{listing.external_id}")
+    def _drop_token(self, token: str) -> None:
+        with self._token_lock:
+            if self._token == token:  # not re-minted already by another thread
+                self._token = None
+
+    def _pace(self) -> None:
+        if self.settings.host_delay_s <= 0:
+            return
+        with self._pace_lock:
+            time.sleep(max(0.0, self._next_call - time.monotonic()))
+            self._next_call = time.monotonic() + self.settings.host_delay_s
+
+    def _get(self, url: str, budget: CallBudget) -> requests.Response:
+        """GET with the token (minted once more on a 401), paced, charged to the budget."""
+        for _ in range(2):
+            token = self._valid_token()
+            budget.spend()
+            self._pace()
+            try:
+                resp = self.http.get(url, timeout=TIMEOUT, headers={
+                    "Authorization": f"Bearer {token}", "X-EBAY-C-MARKETPLACE-ID": self.settings.ebay_marketplace_id})
+            except requests.RequestException as exc:
+                raise SourceError(f"GET {url}: {exc}") from exc
+            if resp.status_code == 429:
+                raise BudgetExhausted(f"the marketplace still answers 429 after retries: {url}")
+            if resp.status_code != 401:
+                return resp
+            self._drop_token(token)
+        raise SourceError(f"GET {url}: 401 with a fresh token")
+
+    def _search(self, url: str, budget: CallBudget) -> tuple[dict[str, Any] | None, str | None]:
+        """A search page's body, or why it cannot be read."""
+        resp = self._get(url, budget)
         if resp.status_code != 200:
-            listing.problems.append(f"item details: http {resp.status_code}")
+            return None, f"search page error: http {resp.status_code} at {url}"
+        try:
+            body = resp.json()
+        except ValueError:
+            return None, f"malformed JSON: search page {url}"
+        return (body, None) if isinstance(body, dict) else (None, f"malformed JSON: not an object at {url}")
+
+    def search_url(self, query: dict[str, Any], **extra: Any) -> str:
+        category = self.settings.ebay_category_id
+        params: dict[str, Any] = {"category_ids": category, "limit": self.settings.crawl_page_size, "offset": 0}
+        if query.get("make"):
+            params["aspect_filter"] = f"categoryId:{category},Make:{{{query['make']}}}"
+        if "lo" in query:
+            params["filter"] = f"price:[{price_band(query)}],priceCurrency:{self.settings.ebay_currency}"
+        return f"{self.base}{SEARCH_PATH}?{urlencode({**params, **extra})}"
+
+    # --- the crawl ----------------------------------------------------------------------------
+    def _queries(self, budget: CallBudget) -> tuple[list[dict[str, Any]], list[str]]:
+        """One query per make (price bands for a make over the cap), from the Make refinement."""
+        body, problem = self._search(self.search_url({}, limit=1, fieldgroups="ASPECT_REFINEMENTS"), budget)
+        refinement = (body or {}).get("refinement")
+        aspects = refinement.get("aspectDistributions") if isinstance(refinement, dict) else None
+        makes = next((a.get("aspectValueDistributions") for a in aspects if isinstance(a, dict)
+                      and a.get("localizedAspectName") == "Make"), None) if isinstance(aspects, list) else None
+        queries: list[dict[str, Any]] = []
+        for value in makes if isinstance(makes, list) else []:
+            name = str(value.get("localizedAspectValue") or "") if isinstance(value, dict) else ""
+            count = parse_int(value.get("matchCount")) if name else None
+            if count:
+                queries += split_band({"make": name}) if count > MAX_RESULTS else [{"make": name}]
+        if queries:
+            return queries, []
+        return [{}], [problem or "no make refinement: the category is crawled whole"]
+
+    def _next_link(self, body: dict[str, Any], url: str, seen: set[str]) -> tuple[str | None, str | None]:
+        """The next page's URL, or None and why the ``next`` link is not followed."""
+        nxt = body.get("next")
+        if not isinstance(nxt, str) or not nxt:
+            return None, None
+        link = urljoin(url, nxt)
+        if urlsplit(link).netloc != self.host:
+            return None, f"bad next link: leaves {self.host} for {link}"
+        if link in seen:
+            return None, f"bad next link: loops back to {link}"
+        if len(seen) > MAX_RESULTS // self.settings.crawl_page_size:
+            return None, f"bad next link: past {MAX_RESULTS} results at {link}"
+        return link, None
+
+    def pages(self, cursor: dict[str, Any], budget: CallBudget) -> Iterator[Page]:
+        """Cursor: ``{"queries": [query, ...], "next": url}``, the queries left (the first one under way)
+        and the next page of the first one."""
+        todo: list[dict[str, Any]] = list(cursor.get("queries") or [])
+        url: str | None = cursor.get("next")
+        problems: list[str] = []
+        if not todo:
+            todo, problems = self._queries(budget)
+        seen: set[str] = set()
+        while todo:
+            query, rest = todo[0], todo[1:]
+            first, url = url is None, url or self.search_url(query)
+            seen.add(url)
+            body, problem = self._search(url, budget)
+            complete = body is not None
+            next_url = None
+            listings: list[SourceListing] = []
+            if body is None:
+                problems.append(f"{problem} ({describe(query)} cut short)")
+            else:
+                total = body.get("total") if isinstance(body.get("total"), int) else 0
+                if first and total > MAX_RESULTS:
+                    halves = split_band(query)
+                    if halves:
+                        todo = [*halves, *rest]
+                        yield Page([], {"queries": todo}, [*problems, f"split: {describe(query)} has {total} results"])
+                        url, problems = None, []
+                        continue
+                    problems.append(f"over the cap: {describe(query)} has {total} results, {MAX_RESULTS} reachable")
+                    complete = False
+                items = body.get("itemSummaries")
+                for item in items if isinstance(items, list) else []:
+                    try:
+                        listings.append(listing_from_item(item, make=query.get("make"),
+                                                          currency=self.settings.ebay_currency))
+                    except ValueError as exc:
+                        problems.append(f"rejected item: {exc}")
+                next_url, problem = self._next_link(body, url, seen)
+                if not items and (total or next_url):
+                    problems.append(f"empty page: {url}")
+                if problem:
+                    problems.append(problem)
+                    complete = False
+            if next_url:
+                yield Page(listings, {"queries": todo, "next": next_url}, problems, complete)
+            else:
+                yield Page(listings, {"queries": rest} if rest else {}, problems, complete)
+                todo = rest
+                seen.clear()
+            url, problems = next_url, []
+
+    def details(self, listings: list[SourceListing], budget: CallBudget) -> list[SourceListing]:
+        if len(listings) <= 1:
+            return [self._detail(item, budget) for item in listings]
+        with ThreadPoolExecutor(max_workers=self.settings.host_concurrency) as pool:
+            return list(pool.map(lambda item: self._detail(item, budget), listings))
+
+    def _detail(self, listing: SourceListing, budget: CallBudget) -> SourceListing:
+        """The item call, for the Make/Model/Year aspects a summary does not carry."""
+        resp = self._get(f"{self.base}{ITEM_PATH}{quote(listing.external_id, safe='')}", budget)
+        try:
+            if resp.status_code != 200:
+                raise ValueError(f"http {resp.status_code}")
+            detail = resp.json()
+            if not isinstance(detail, dict):
+                raise ValueError("not an object")
+            merged = listing_from_item({**listing.raw, **detail, "itemId": listing.external_id},
+                                       make=listing.make, currency=self.settings.ebay_currency)
+        except ValueError as exc:
+            listing.problems.append(f"item details: {exc}")
             return listing
-        detail = listing_from_summary({**listing.raw, **resp.json()})
-        detail.problems = listing.problems + [p for p in detail.problems if p not in listing.problems]
-        return detail
-
-
-class SourceError(Exception):
-    """A page could not be read (malformed JSON, an error status after retries)."""
+        merged.problems = list(dict.fromkeys(listing.problems + merged.problems))
+        return merged

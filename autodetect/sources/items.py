@@ -1,0 +1,144 @@
+"""A listing in the Browse API's item shape (``itemSummaries[]`` or an item detail) -> SourceListing.
+
+Every value is checked against what the database can hold; what was wrong is recorded on the listing
+as a problem ``"kind: detail"`` (the kind is what crawl statistics count), never silently dropped."""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from autodetect.sources.base import SourceListing
+
+MAX_TITLE = 500
+MAX_ID = 120
+MAX_PRICE = Decimal("999999999999.99")  # Numeric(14, 2)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CURRENCY = re.compile(r"[A-Z]{3}")
+_COUNTRY = re.compile(r"[A-Z]{2}")
+
+
+def _obj(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def clean_text(value: Any, limit: int, name: str, problems: list[str]) -> str | None:
+    """Control characters replaced by spaces, whitespace collapsed, cut to ``limit`` characters."""
+    if value is None or isinstance(value, (dict, list)):
+        return None
+    text = str(value)
+    if _CONTROL.search(text):
+        problems.append(f"control characters: in {name}")
+        text = _CONTROL.sub(" ", text)
+    text = " ".join(text.split())
+    if len(text) > limit:
+        problems.append(f"too long: {name} of {len(text)} characters cut to {limit}")
+        text = text[:limit].rstrip()
+    return text or None
+
+
+def parse_price(value: Any) -> Decimal | None:
+    """'18450.00', '12,500.00', '12.500,00', '1.234.567', 12500, '$9 999' -> Decimal; anything else -> None.
+
+    A last separator followed by exactly three digits groups thousands; otherwise it is the decimal point."""
+    if value is None or isinstance(value, (bool, dict, list)):
+        return None
+    text = str(value).strip()
+    if text.startswith("-") or not re.fullmatch(r"[^\d]{0,4}[\d][\d.,\s']*[^\d]{0,4}", text):
+        return None
+    digits = re.sub(r"[^\d.,]", "", text)
+    last = max(digits.rfind("."), digits.rfind(","))
+    if last >= 0 and len(digits) - last - 1 != 3:
+        digits = re.sub(r"[.,]", "", digits[:last]) + "." + digits[last + 1:]
+    else:
+        digits = re.sub(r"[.,]", "", digits)
+    try:
+        price = Decimal(digits).quantize(Decimal("0.01"))
+    except InvalidOperation:
+        return None
+    return price if price <= MAX_PRICE else None
+
+
+def parse_int(value: Any, low: int = 0, high: int = 2**31 - 1) -> int | None:
+    """'2015', '123,456 mi' -> int within [low, high]; anything else -> None."""
+    digits = re.sub(r"[^\d]", "", str(value if value is not None else ""))
+    number = int(digits) if digits and len(digits) <= 10 else None
+    return number if number is not None and low <= number <= high else None
+
+
+def _http_url(value: Any) -> str | None:
+    return value if isinstance(value, str) and value.startswith(("http://", "https://")) else None
+
+
+def listing_from_item(item: Any, *, make: str | None = None, currency: str = "USD") -> SourceListing:
+    """Parse one item. ``make`` is what the query asked for (the seller's Make aspect wins);
+    ``currency`` the marketplace's, other currencies are kept and recorded. Raises ValueError for a
+    record that cannot be stored at all (not an object, no usable itemId)."""
+    if not isinstance(item, dict):
+        raise ValueError(f"not an object: {str(item)[:60]!r}")
+    problems: list[str] = []
+    external_id = clean_text(item.get("itemId") or item.get("legacyItemId"), 10 * MAX_ID, "itemId", [])
+    if not external_id:
+        raise ValueError("no itemId")
+    if len(external_id) > MAX_ID:
+        raise ValueError(f"itemId of {len(external_id)} characters")
+
+    title = clean_text(item.get("title"), MAX_TITLE, "title", problems) or ""
+    if not title:
+        problems.append("missing title")
+
+    price_field = item.get("price")
+    price_field = price_field if isinstance(price_field, dict) else {"value": price_field}
+    price, price_currency = parse_price(price_field.get("value")), None
+    if price is None:
+        raw_price = price_field.get("value")
+        problems.append("missing price" if raw_price in (None, "") else f"bad price: {str(raw_price)[:40]!r}")
+    else:
+        price_currency = str(price_field.get("currency") or "").strip().upper()
+        if not _CURRENCY.fullmatch(price_currency):
+            problems.append(f"bad currency: {price_currency[:10]!r} taken as {currency}" if price_currency
+                            else f"missing currency: taken as {currency}")
+            price_currency = currency
+        elif price_currency != currency:
+            problems.append(f"other currency: {price_currency}")
+
+    urls = [_obj(item.get("image")).get("imageUrl")]
+    urls += [_obj(p).get("imageUrl") for p in _list(item.get("additionalImages"))]
+    photos = [u for u in urls if _http_url(u)]
+    if len(photos) < sum(1 for u in urls if u):
+        problems.append("bad photo url")
+    if not photos:
+        problems.append("no photos")
+
+    aspects = {str(a.get("name", "")).lower(): a.get("value") for a in map(_obj, _list(item.get("localizedAspects")))}
+    year = parse_int(aspects.get("year"), 1886, 2100)
+    if aspects.get("year") and year is None:
+        problems.append(f"bad year: {str(aspects['year'])[:20]!r}")
+    location = _obj(item.get("itemLocation"))
+    country = str(location.get("country") or "").upper() or None
+    if country and not _COUNTRY.fullmatch(country):
+        problems.append(f"bad country: {country[:10]!r}")
+        country = None
+    return SourceListing(
+        external_id=external_id,
+        title=title,
+        url=_http_url(item.get("itemWebUrl")),
+        price=price,
+        currency=price_currency,
+        photos=list(dict.fromkeys(photos)),
+        city=clean_text(location.get("city"), 120, "city", problems),
+        postal_code=clean_text(location.get("postalCode"), 20, "postalCode", problems),
+        country=country,
+        condition=clean_text(item.get("condition"), 60, "condition", problems),
+        make=clean_text(aspects.get("make"), 80, "make", problems) or make,
+        model=clean_text(aspects.get("model"), 120, "model", problems),
+        year=year,
+        mileage=parse_int(aspects.get("mileage")),
+        raw=item,
+        problems=problems,
+    )

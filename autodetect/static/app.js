@@ -1,0 +1,136 @@
+// AutoDetect's page: upload a photo, show the three most likely models, their offers nearby and prices.
+"use strict";
+(() => {
+  const $ = (id) => document.getElementById(id);
+  const form = $("identify-form"), photo = $("photo"), preview = $("preview"), submit = $("submit");
+  const status = $("status"), results = $("results"), list = $("candidates");
+  const postal = $("postal-code"), radius = $("radius"), locStatus = $("location-status");
+  let maxUpload = 15 * 1024 * 1024;
+  let coords = null; // {lat, lon} from the browser
+
+  const say = (text, error = false) => { status.textContent = text; status.classList.toggle("error", error); };
+
+  fetch("/health").then((r) => r.json()).then((h) => {
+    if (h.max_upload_bytes) maxUpload = h.max_upload_bytes;
+    if (h.default_radius_km) {
+      const r = String(Math.round(h.default_radius_km));
+      if (![...radius.options].some((o) => o.value === r)) radius.add(new Option(`${r} km`, r));
+      radius.value = r;
+    }
+    if (!h.model) say("No model is trained yet: identification is not available.", true);
+  }).catch(() => {});
+
+  $("locate").addEventListener("click", () => {
+    if (!navigator.geolocation) { locStatus.textContent = "This browser cannot tell its location."; return; }
+    locStatus.textContent = "Finding you…";
+    navigator.geolocation.getCurrentPosition(
+      (p) => {
+        coords = { lat: p.coords.latitude, lon: p.coords.longitude };
+        postal.value = "";
+        locStatus.textContent = `Using your location (${coords.lat.toFixed(3)}, ${coords.lon.toFixed(3)}).`;
+      },
+      (e) => { coords = null; locStatus.textContent = `No location: ${e.message}`; },
+      { enableHighAccuracy: false, timeout: 10000, maximumAge: 600000 });
+  });
+  postal.addEventListener("input", () => {
+    if (postal.value.trim()) { coords = null; locStatus.textContent = ""; }
+  });
+
+  photo.addEventListener("change", () => {
+    const file = photo.files[0];
+    submit.disabled = !file;
+    if (!file) return;
+    $("photo-label").textContent = file.name || "Photo";
+    preview.src = URL.createObjectURL(file);
+    preview.hidden = false;
+    form.requestSubmit();
+  });
+
+  // A photo above the upload limit is shrunk in the browser (the server would refuse it).
+  async function shrink(file) {
+    if (file.size <= maxUpload || !window.createImageBitmap) return file;
+    const bitmap = await createImageBitmap(file, { imageOrientation: "from-image" });
+    const scale = Math.min(1, 2048 / Math.max(bitmap.width, bitmap.height));
+    const canvas = document.createElement("canvas");
+    canvas.width = Math.round(bitmap.width * scale);
+    canvas.height = Math.round(bitmap.height * scale);
+    canvas.getContext("2d").drawImage(bitmap, 0, 0, canvas.width, canvas.height);
+    return new Promise((resolve) => canvas.toBlob((b) => resolve(b || file), "image/jpeg", 0.9));
+  }
+
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const file = photo.files[0];
+    if (!file) { say("Choose a photo first.", true); return; }
+    const data = new FormData();
+    data.append("photo", await shrink(file), file.name || "photo.jpg");
+    if (coords) { data.append("lat", coords.lat); data.append("lon", coords.lon); }
+    else if (postal.value.trim()) data.append("postal_code", postal.value.trim());
+    if (coords || postal.value.trim()) data.append("radius_km", radius.value);
+    submit.disabled = true;
+    say("Looking at your photo…");
+    try {
+      const response = await fetch("/identify", { method: "POST", body: data });
+      const body = await response.json().catch(() => ({ detail: `HTTP ${response.status}` }));
+      if (!response.ok) throw new Error(typeof body.detail === "string" ? body.detail : `HTTP ${response.status}`);
+      render(body);
+      say("");
+    } catch (err) {
+      results.hidden = true;
+      say(`Sorry: ${err.message}`, true);
+    } finally {
+      submit.disabled = !photo.files[0];
+    }
+  });
+
+  const money = (value, currency) => {
+    if (value == null) return "";
+    try {
+      return new Intl.NumberFormat(undefined, { style: "currency", currency: currency || "USD", maximumFractionDigits: 0 }).format(value);
+    } catch { return `${Math.round(value)} ${currency || ""}`.trim(); }
+  };
+  const safeLink = (url) => /^https?:\/\//i.test(url || "") ? url : null;
+
+  function render(body) {
+    list.replaceChildren();
+    const located = body.location != null;
+    for (const c of body.candidates) {
+      const node = $("candidate-template").content.firstElementChild.cloneNode(true);
+      const pct = Math.round(c.probability * 1000) / 10;
+      node.querySelector(".candidate-name").textContent = c.name;
+      node.querySelector(".probability").textContent = `${pct}%`;
+      node.querySelector(".bar-fill").style.width = `${Math.max(0, Math.min(100, pct))}%`;
+      const n = c.offers.count;
+      node.querySelector(".offer-count").textContent = located
+        ? `${n} ${n === 1 ? "offer" : "offers"} in your area`
+        : `${n} ${n === 1 ? "offer" : "offers"}`;
+      const p = c.prices;
+      node.querySelector(".avg-price").textContent = p.count ? `· average ${money(p.mean, p.currency)}` : "";
+      const notes = [];
+      if (p.count > 1) notes.push(`middle half ${money(p.p25, p.currency)}–${money(p.p75, p.currency)}, median ${money(p.median, p.currency)}`);
+      if (p.excluded_other_currency) notes.push(`${p.excluded_other_currency} in other currencies not counted`);
+      if (located && c.offers.unlocated) notes.push(`${c.offers.unlocated} without a known place`);
+      node.querySelector(".price-note").textContent = notes.join("; ");
+      const offers = node.querySelector(".offers");
+      for (const o of c.nearest) offers.append(offerNode(o));
+      list.append(node);
+    }
+    results.hidden = false;
+  }
+
+  function offerNode(o) {
+    const node = $("offer-template").content.firstElementChild.cloneNode(true);
+    const img = node.querySelector(".thumb");
+    if (o.thumbnail_url) img.src = o.thumbnail_url; else img.removeAttribute("src");
+    const a = node.querySelector(".offer-title");
+    a.textContent = o.title || `Listing ${o.listing_id}`;
+    a.href = safeLink(o.url) || o.listing_url;
+    const meta = [];
+    if (o.year) meta.push(o.year);
+    if (o.city) meta.push(o.city);
+    if (o.distance_km != null) meta.push(`${o.distance_km < 10 ? o.distance_km.toFixed(1) : Math.round(o.distance_km)} km`);
+    node.querySelector(".offer-meta").textContent = meta.join(" · ");
+    node.querySelector(".offer-price").textContent = money(o.price, o.currency);
+    return node;
+  }
+})();
