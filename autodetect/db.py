@@ -79,6 +79,8 @@ def upgrade(settings: Settings | None = None, revision: str = "head") -> None:
     """Bring the database to the newest schema (``autodetect db upgrade``)."""
     from alembic import command
 
+    settings = settings or get_settings()
+    engine_for(settings.database_url)  # creates the SQLite file's directory
     command.upgrade(alembic_config(settings), revision)
 
 

@@ -23,7 +23,7 @@ import random
 import re
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import NamedTuple
 from urllib.parse import urlsplit
@@ -39,7 +39,7 @@ ITEM_NUMBER_BASE = 100_000_000
 CATEGORY_ID = "6001"  # eBay Motors: Cars & Trucks
 CURRENT_YEAR = 2025
 TRANSFORMS = ("exact", "reencode", "resize", "crop", "brighten")
-BAD_CASES = ("no_photo", "no_price", "comma_price", "broken_photo", "repeated")
+LISTING_DEFECTS = ("no_photo", "no_price", "comma_price", "broken_photo")  # plus "repeated" in search
 PAGE_BOUNDARY = 200  # where the repeated listing straddles two pages (any page size dividing 200)
 RELIST_SHARE = 0.08
 NON_CAR_SHARE = 0.06  # of listings with 3+ photos, i.e. ~5% of all
@@ -75,7 +75,7 @@ class DuplicatePair(NamedTuple):
 class Listing:
     index: int
     item_id: str  # "v1|100000123|0"
-    spec: CarSpec
+    spec: CarSpec = field(repr=False)
     year: int
     title: str
     price: str | None  # "18450.00"; None when the seller gave none
@@ -261,7 +261,7 @@ class Marketplace:
             return {}
         repeated = min(PAGE_BOUNDARY, n // 2) - 1
         cases = {"repeated": repeated}
-        for k, case in enumerate(("no_photo", "no_price", "comma_price", "broken_photo"), start=1):
+        for k, case in enumerate(LISTING_DEFECTS, start=1):
             index = n * k // 6 + 1
             cases[case] = index + 1 if index == repeated else index
         return cases

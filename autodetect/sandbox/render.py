@@ -94,13 +94,14 @@ def _geometry(s: Shape) -> _Geometry:
     cowl = (length - s.hood, s.belt + 0.03)
     roof_z = s.height - s.roof_arc
     roof_front = (length - s.hood - s.screen, roof_z)
-    roof_rear = (s.deck + s.rear_glass + _TAIL_SETBACK, roof_z)
+    roof_rear = (s.deck + s.rear_glass + _TAIL_SETBACK, roof_z - s.roof_slope)
     rear_base = (s.deck + _TAIL_SETBACK, s.tail)
     top = [nose, cowl, roof_front]
     roles = ["front", "hood", "screen"]
     if s.roof_arc:
         for t in (0.25, 0.5, 0.75):
-            top.append((roof_front[0] + t * (roof_rear[0] - roof_front[0]), roof_z + s.roof_arc * math.sin(math.pi * t)))
+            top.append((roof_front[0] + t * (roof_rear[0] - roof_front[0]),
+                        roof_z - t * s.roof_slope + s.roof_arc * math.sin(math.pi * t)))
             roles.append("roof")
     top += [roof_rear, rear_base]
     roles += ["roof", "rear_glass"]
@@ -226,6 +227,13 @@ def _badge(kind: str, cu: float, cv: float, r: float) -> list[list[tuple[float, 
                   (cu - r * 1.3, cv - r * 0.8), (cu - r * 0.35, cv)]],
         "wings": [[(cu - r * 2.2, cv + r * 0.8), (cu, cv - r * 0.6), (cu + r * 2.2, cv + r * 0.8), (cu, cv + r * 0.1)]],
     }[kind]
+
+
+@lru_cache(maxsize=512)
+def _arc(n: int, start: float, stop: float) -> np.ndarray:
+    """``n`` points on the unit circle in the x-z plane, from angle ``start`` to ``stop``."""
+    ts = np.linspace(start, stop, n)
+    return np.stack([np.cos(ts), np.zeros(n), np.sin(ts)], axis=1)
 
 
 class _CarPainter:
@@ -392,13 +400,15 @@ class _CarPainter:
     def _windows(self) -> tuple[list[list[tuple[float, float]]], list[float]]:
         """Side window panes in profile coordinates, and the x of the door seams."""
         g, s = self.geo, self.s
-        z0, z1 = s.belt + 0.07, g.roof_front[1] - 0.07
+        z0, top_front, top_rear = s.belt + 0.07, g.roof_front[1] - 0.07, g.roof_rear[1] - 0.07
 
         def along(p: tuple[float, float], q: tuple[float, float], z: float) -> float:
             return p[0] + (z - p[1]) / (q[1] - p[1]) * (q[0] - p[0])
 
-        quad = [(along(g.cowl, g.roof_front, z0) - 0.08, z0), (along(g.cowl, g.roof_front, z1) - 0.08, z1),
-                (along(g.rear_base, g.roof_rear, z1) + 0.1, z1), (along(g.rear_base, g.roof_rear, z0) + 0.1, z0)]
+        quad = [(along(g.cowl, g.roof_front, z0) - 0.08, z0),
+                (along(g.cowl, g.roof_front, top_front) - 0.08, top_front),
+                (along(g.rear_base, g.roof_rear, top_rear) + 0.1, top_rear),
+                (along(g.rear_base, g.roof_rear, z0) + 0.1, z0)]
         lo, hi = quad[3][0], quad[0][0]
         cuts = sorted(hi - c * (hi - lo) for c in {1: (), 2: (0.5,), 3: (0.4, 0.74)}[self.look.windows])
         if "panel_van" in self.look.extras:  # glass in the cab doors only
@@ -466,8 +476,7 @@ class _CarPainter:
         r = s.wheel
 
         def ring(radius: float, z: float = r, n: int = 16, start: float = 0.0, stop: float = 2 * math.pi):
-            ts = np.linspace(start, stop, n)
-            return np.stack([x + radius * np.cos(ts), np.full(n, y), z + radius * np.sin(ts)], axis=1)
+            return _arc(n, start, stop) * [radius, 0.0, radius] + [x, y, z]
 
         if not near:
             self.d.polygon(self.cam.project(ring(r)), fill=_TYRE)
@@ -634,7 +643,7 @@ def _lighting(img: Image.Image, rng: np.random.Generator) -> Image.Image:
         lut += np.clip(((x - 0.5) * contrast + 0.5) * brightness * tint * 255, 0, 255).astype(int).tolist()
     img = img.point(lut)
     if rng.random() < 0.35:
-        img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.4, 0.9)))
+        img = img.filter(ImageFilter.BoxBlur(rng.uniform(0.4, 0.9)))
     return img
 
 

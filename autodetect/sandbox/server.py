@@ -65,6 +65,7 @@ def _detail(listing: Listing, base: str) -> dict[str, Any]:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: every response carries Content-Length
     timeout = 30  # idle keep-alive connections are closed after this many seconds
+    disable_nagle_algorithm = True  # headers and body go out as separate writes
     server: _HTTPServer
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - silence per-request logs

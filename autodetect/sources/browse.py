@@ -30,8 +30,9 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
 from typing import Any
-from urllib.parse import quote, urlencode, urljoin, urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urljoin, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -68,6 +69,17 @@ def price_band(query: dict[str, Any]) -> str:
     return f"{query['lo'] / 100:.2f}..{hi}"
 
 
+def same_page(url: str) -> str:
+    """The URL with its query parameters sorted: two links to one page compare equal."""
+    parts = urlsplit(url)
+    return parts._replace(query=urlencode(sorted(parse_qsl(parts.query, keep_blank_values=True)))).geturl()
+
+
+def in_band(price: Decimal | None, query: dict[str, Any]) -> bool:
+    cents = None if price is None else price * 100
+    return cents is None or (query["lo"] <= cents and (query["hi"] is None or cents <= query["hi"]))
+
+
 def describe(query: dict[str, Any]) -> str:
     make = query.get("make") or "all makes"
     return f"{make} {price_band(query)}" if "lo" in query else make
@@ -86,6 +98,9 @@ class BrowseSource:
         adapter = HTTPAdapter(max_retries=retry, pool_maxsize=settings.host_concurrency)
         self.http.mount("http://", adapter)
         self.http.mount("https://", adapter)
+        self._credentials = (settings.ebay_client_id, settings.ebay_client_secret.get_secret_value())
+        if not all(self._credentials) and self.name == "sandbox":
+            self._credentials = ("sandbox", "sandbox")  # the sandbox takes any credentials
         self._token: str | None = None
         self._token_expires = 0.0
         self._token_lock = threading.Lock()
@@ -96,17 +111,18 @@ class BrowseSource:
     def _valid_token(self) -> str:
         with self._token_lock:
             if self._token is None or time.monotonic() >= self._token_expires:
-                s = self.settings
+                url = self.settings.token_url
+                if not all(self._credentials):
+                    raise SourceError("AUTODETECT_EBAY_CLIENT_ID and AUTODETECT_EBAY_CLIENT_SECRET are not set")
                 try:
-                    resp = self.http.post(s.token_url, timeout=TIMEOUT,
-                                          data={"grant_type": "client_credentials", "scope": SCOPE},
-                                          auth=(s.ebay_client_id, s.ebay_client_secret.get_secret_value()))
+                    resp = self.http.post(url, auth=self._credentials, timeout=TIMEOUT,
+                                          data={"grant_type": "client_credentials", "scope": SCOPE})
                     resp.raise_for_status()
                     body = resp.json()
                     self._token = str(body["access_token"])
                     lifetime = float(body.get("expires_in", 7200))
                 except (requests.RequestException, ValueError, KeyError, TypeError) as exc:
-                    raise SourceError(f"token from {s.token_url}: {exc}") from exc
+                    raise SourceError(f"token from {url}: {exc}") from exc
                 self._token_expires = time.monotonic() + lifetime * 0.9
             return self._token
 
@@ -178,7 +194,7 @@ class BrowseSource:
             return queries, []
         return [{}], [problem or "no make refinement: the category is crawled whole"]
 
-    def _next_link(self, body: dict[str, Any], url: str, seen: set[str]) -> tuple[str | None, str | None]:
+    def _next_link(self, body: dict[str, Any], url: str, seen: set[str], total: int) -> tuple[str | None, str | None]:
         """The next page's URL, or None and why the ``next`` link is not followed."""
         nxt = body.get("next")
         if not isinstance(nxt, str) or not nxt:
@@ -186,15 +202,25 @@ class BrowseSource:
         link = urljoin(url, nxt)
         if urlsplit(link).netloc != self.host:
             return None, f"bad next link: leaves {self.host} for {link}"
-        if link in seen:
+        if same_page(link) in seen:
             return None, f"bad next link: loops back to {link}"
-        if len(seen) > MAX_RESULTS // self.settings.crawl_page_size:
-            return None, f"bad next link: past {MAX_RESULTS} results at {link}"
+        if len(seen) * self.settings.crawl_page_size >= max(total, MAX_RESULTS):
+            return None, f"bad next link: past the {max(total, MAX_RESULTS)} results at {link}"
         return link, None
 
+    def _listings(self, body: dict[str, Any], query: dict[str, Any]) -> tuple[list[SourceListing], list[str]]:
+        listings, problems = [], []
+        items = body.get("itemSummaries")
+        for item in items if isinstance(items, list) else []:
+            try:
+                listings.append(listing_from_item(item, make=query.get("make"), currency=self.settings.ebay_currency))
+            except ValueError as exc:
+                problems.append(f"rejected item: {exc}")
+        return listings, problems
+
     def pages(self, cursor: dict[str, Any], budget: CallBudget) -> Iterator[Page]:
-        """Cursor: ``{"queries": [query, ...], "next": url}``, the queries left (the first one under way)
-        and the next page of the first one."""
+        """Cursor: ``{"queries": [query, ...], "next": url}``: the queries left, the first one under way
+        and ``next`` its next page."""
         todo: list[dict[str, Any]] = list(cursor.get("queries") or [])
         url: str | None = cursor.get("next")
         problems: list[str] = []
@@ -204,33 +230,32 @@ class BrowseSource:
         while todo:
             query, rest = todo[0], todo[1:]
             first, url = url is None, url or self.search_url(query)
-            seen.add(url)
+            seen.add(same_page(url))
             body, problem = self._search(url, budget)
-            complete = body is not None
-            next_url = None
             listings: list[SourceListing] = []
+            next_url, complete = None, body is not None
             if body is None:
                 problems.append(f"{problem} ({describe(query)} cut short)")
             else:
                 total = body.get("total") if isinstance(body.get("total"), int) else 0
+                listings, rejected = self._listings(body, query)
+                problems += rejected
+                if first and "lo" in query and not all(in_band(i.price, query) for i in listings):
+                    # A marketplace that ignores price filters: crawl the make once, unsplit.
+                    problems.append(f"price filter ignored: {describe(query)} served other prices")
+                    rest = [q for q in rest if q.get("make") != query.get("make")]
+                    todo = [query, *rest]
+                elif first and total > MAX_RESULTS and (halves := split_band(query)):
+                    todo = [*halves, *rest]
+                    yield Page([], {"queries": todo}, [*problems, f"split: {describe(query)} has {total} results"])
+                    url, problems = None, []
+                    seen.clear()
+                    continue
                 if first and total > MAX_RESULTS:
-                    halves = split_band(query)
-                    if halves:
-                        todo = [*halves, *rest]
-                        yield Page([], {"queries": todo}, [*problems, f"split: {describe(query)} has {total} results"])
-                        url, problems = None, []
-                        continue
                     problems.append(f"over the cap: {describe(query)} has {total} results, {MAX_RESULTS} reachable")
                     complete = False
-                items = body.get("itemSummaries")
-                for item in items if isinstance(items, list) else []:
-                    try:
-                        listings.append(listing_from_item(item, make=query.get("make"),
-                                                          currency=self.settings.ebay_currency))
-                    except ValueError as exc:
-                        problems.append(f"rejected item: {exc}")
-                next_url, problem = self._next_link(body, url, seen)
-                if not items and (total or next_url):
+                next_url, problem = self._next_link(body, url, seen, total)
+                if not listings and not rejected and (total or next_url):
                     problems.append(f"empty page: {url}")
                 if problem:
                     problems.append(problem)

@@ -59,8 +59,8 @@ def parse_feed(text: str, *, name: str = "") -> tuple[list[Any], list[str]]:
                 except json.JSONDecodeError as exc:
                     rejected.append(f"malformed JSON: line {n} ({exc.msg})")
         return items, rejected
-    if isinstance(body, dict):
-        body = body.get("itemSummaries") or body.get("items") or []
+    if isinstance(body, dict):  # a search page, {"items": [...]}, or a single item
+        body = body["itemSummaries"] if "itemSummaries" in body else body.get("items", [body])
     return (body, []) if isinstance(body, list) else ([], [f"malformed JSON: no list of items in {name}"])
 
 

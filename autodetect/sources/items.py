@@ -27,6 +27,17 @@ def _list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
+def without_nul(value: Any) -> Any:
+    """The record with NUL characters removed: PostgreSQL cannot read them back out of JSON as text."""
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, dict):
+        return {without_nul(k): without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without_nul(v) for v in value]
+    return value
+
+
 def clean_text(value: Any, limit: int, name: str, problems: list[str]) -> str | None:
     """Control characters replaced by spaces, whitespace collapsed, cut to ``limit`` characters."""
     if value is None or isinstance(value, (dict, list)):
@@ -139,6 +150,6 @@ def listing_from_item(item: Any, *, make: str | None = None, currency: str = "US
         model=clean_text(aspects.get("model"), 120, "model", problems),
         year=year,
         mileage=parse_int(aspects.get("mileage")),
-        raw=item,
+        raw=without_nul(item),
         problems=problems,
     )

@@ -121,7 +121,15 @@
   function offerNode(o) {
     const node = $("offer-template").content.firstElementChild.cloneNode(true);
     const img = node.querySelector(".thumb");
-    if (o.thumbnail_url) img.src = o.thumbnail_url; else img.removeAttribute("src");
+    if (o.thumbnail_url) {
+      img.src = o.thumbnail_url;
+      img.alt = o.title || "";
+    } else {
+      const blank = document.createElement("span");
+      blank.className = "thumb";
+      blank.setAttribute("aria-hidden", "true");
+      img.replaceWith(blank);
+    }
     const a = node.querySelector(".offer-title");
     a.textContent = o.title || `Listing ${o.listing_id}`;
     a.href = safeLink(o.url) || o.listing_url;

@@ -101,6 +101,26 @@ def _train_main(photos_dir: str, bundle_dir: str) -> None:
                       "accuracy": last.get("accuracy")}))
 
 
+_model_lock = threading.Lock()
+_model_root: list[Path] = []
+
+
+def tiny_model(tmp_path_factory) -> Path:
+    """A directory with ``photos/`` (the training photos, ``{class index}-{i}.jpg``) and ``bundle/``
+    (the trained model); made once per test process, shared by the API and web page tests."""
+    with _model_lock:
+        if not _model_root:
+            root = tmp_path_factory.mktemp("api-model")
+            make_training_photos(root / "photos")
+            train_bundle(root / "photos", root / "bundle")
+            _model_root.append(root)
+        return _model_root[0]
+
+
+def training_photo_path(root: Path, class_name: str, i: int = 0) -> Path:
+    return root / "photos" / f"{CLASSES.index(class_name)}-{i}.jpg"
+
+
 # --- the catalogue --------------------------------------------------------------------------------------
 @dataclass
 class Spec:
@@ -256,3 +276,55 @@ def serve(app, port: int | None = None):
 
 if __name__ == "__main__":
     _train_main(sys.argv[1], sys.argv[2])
+
+
+class Client:
+    """``requests`` against a base URL: ``client.get("/health")``."""
+
+    def __init__(self, base_url: str):
+        import requests
+
+        self.base_url = base_url
+        self.session = requests.Session()
+
+    def request(self, method: str, path: str, **kwargs):
+        kwargs.setdefault("timeout", 60)
+        return self.session.request(method, self.base_url + path, **kwargs)
+
+    def get(self, path: str, **kwargs):
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, **kwargs):
+        return self.request("POST", path, **kwargs)
+
+
+@contextlib.contextmanager
+def client_for(app):
+    with serve(app) as url:
+        c = Client(url)
+        try:
+            yield c
+        finally:
+            c.session.close()
+
+
+def raw_exchange(base_url: str, head: bytes, chunks: list[bytes] = (), timeout: float = 10) -> str:
+    """Send ``head`` and ``chunks`` over one socket; return what the server answered (decoded)."""
+    host, port = base_url.split("//", 1)[1].split(":")
+    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+        sock.sendall(head)
+        for chunk in chunks:
+            try:
+                sock.sendall(chunk)
+            except OSError:  # the server answered and closed: stop sending
+                break
+        data = b""
+        try:
+            while b"\r\n\r\n" not in data or not data.rstrip().endswith(b"}"):
+                part = sock.recv(65536)
+                if not part:
+                    break
+                data += part
+        except OSError:
+            pass
+    return data.decode("latin-1")

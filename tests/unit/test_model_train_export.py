@@ -6,6 +6,7 @@ import json
 import random
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -168,13 +169,31 @@ def test_pretrained_two_phases_keep_batchnorm_frozen(trained, tmp_path):
 
 def test_time_budget_cuts_epochs(trained, tmp_path):
     split = trained["split"]
+    budget = 3.0
     config = TrainConfig(
         backbone="compact_cnn", image_size=32, weights="none", epochs_head=500, epochs_finetune=0,
-        batch_size=32, seed=3, time_budget_s=5.0, augment=False,
+        batch_size=32, seed=3, time_budget_s=budget, augment=False,
     )
     result = train(split.train, [], split.classes, config, tmp_path / "run")
-    assert result.stopped_by == "time_budget" and 3 <= result.epochs_run < 500
-    assert result.seconds < 5.0 + 5.0  # the last batch, saving
-    lrs = [r["lr"] for r in result.history]
-    assert lrs[-1] < lrs[1]  # the cosine decay spans the budget
+    assert result.stopped_by == "time_budget" and 1 <= result.epochs_run < 500
+    assert result.seconds < budget + 15.0  # the last batch, saving (slack for a busy shared machine)
     assert json.loads((tmp_path / "run" / "history.json").read_text())[-1]["epoch"] == result.epochs_run
+
+
+def test_cosine_schedule_spans_the_time_budget():
+    from types import SimpleNamespace
+
+    from autodetect.model.train import CosineSchedule
+
+    schedule = CosineSchedule(1.0, total_steps=10**9, budget_s=100.0, warmup=0.1, floor=0.01)
+    schedule.set_model(SimpleNamespace(optimizer=SimpleNamespace(learning_rate=None)))
+    schedule.on_train_begin()
+    lrs = {}
+    for elapsed in (1, 10, 55, 100, 150):
+        schedule.start = time.monotonic() - elapsed
+        schedule.on_train_batch_begin(0)
+        lrs[elapsed] = schedule.model.optimizer.learning_rate
+    assert lrs[1] == pytest.approx(0.1, abs=0.02)  # warming up
+    assert lrs[10] == pytest.approx(1.0, abs=0.01)  # peak after the warm-up
+    assert lrs[55] == pytest.approx(0.505, abs=0.02)  # half way through the decay
+    assert lrs[100] == lrs[150] == pytest.approx(0.01)  # the floor at the end of the budget
