@@ -23,9 +23,6 @@ import logging
 import math
 import re
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from functools import cache
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -34,11 +31,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
-from sqlalchemy import Engine, create_engine, event, func, select
+from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
-from autodetect.db import engine_for
+from autodetect.db import read_scope
 from autodetect.images.decode import UndecodableImage, decode_image, encode_jpeg, normalize
 from autodetect.images.store import ImageStore
 from autodetect.inference import LoadedModel, ModelProvider
@@ -244,43 +241,6 @@ async def _send_json(send, status: int, detail: str, *, close: bool = False) -> 
     await send({"type": "http.response.body", "body": body})
 
 
-# --- read-only sessions --------------------------------------------------------------------------------
-@cache
-def _reader(url: str) -> sessionmaker[Session]:
-    """Sessions for reading. The API never writes; on SQLite its transactions are plain (deferred) BEGINs
-    on ``query_only`` connections, so that concurrent requests read side by side in WAL mode instead of
-    queueing for the write lock that ``db.session_scope`` takes up front (BEGIN IMMEDIATE) for the
-    pipeline's read-then-write tasks. Other databases use the shared engine."""
-    if not url.startswith("sqlite"):
-        return sessionmaker(engine_for(url), expire_on_commit=False)
-    engine_for(url)  # the shared engine makes the file's directory and sets WAL mode (persistent)
-    reader: Engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
-
-    @event.listens_for(reader, "connect")
-    def _pragmas(dbapi_conn, _record) -> None:
-        dbapi_conn.isolation_level = None  # BEGIN is ours, below
-        cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA busy_timeout=30000")
-        cur.execute("PRAGMA query_only=ON")
-        cur.close()
-
-    @event.listens_for(reader, "begin")
-    def _begin(conn) -> None:
-        conn.exec_driver_sql("BEGIN")
-
-    return sessionmaker(reader, expire_on_commit=False)
-
-
-@contextmanager
-def read_session(settings: Settings) -> Iterator[Session]:
-    session = _reader(settings.database_url)()
-    try:
-        yield session
-    finally:
-        session.rollback()
-        session.close()
-
-
 # --- the service behind the routes ------------------------------------------------------------------
 class Service:
     """Settings, the model provider and the image store of one app (settings resolved on first use,
@@ -434,7 +394,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         data = _read_upload(photo, s.api_max_upload_bytes)
         wanted_currency = _currency(currency)
         n_offers = s.api_nearest_offers if offers is None else offers
-        with read_session(s) as session:
+        with read_scope(s) as session:
             origin = _origin(s, session, lat, lon, postal_code, country)
             radius = _radius(s, radius_km, origin)
             model = service.model(session)
@@ -446,7 +406,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ranked = rank(model, [jpeg], TOP_MODELS)[0]
         t3 = time.perf_counter()
         candidates = []
-        with read_session(s) as session:
+        with read_scope(s) as session:
             info = _class_info(session, [name for name, _ in ranked])
             for i, (name, probability) in enumerate(ranked, 1):
                 search = find_offers(session, name, version_id=model.version_id, origin=origin, radius_km=radius,
@@ -488,7 +448,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if limit > s.api_max_page_size:
             raise HTTPException(422, f"limit must be at most {s.api_max_page_size}")
         wanted_currency = _currency(currency)
-        with read_session(s) as session:
+        with read_scope(s) as session:
             origin = _origin(s, session, lat, lon, postal_code, country)
             radius = _radius(s, radius_km, origin)
             version = session.execute(select(ModelVersion).where(ModelVersion.status == "active")).scalar_one_or_none()
@@ -511,7 +471,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # ---- one listing ----------------------------------------------------------------------------
     @app.get("/listings/{listing_id}", responses=ERRORS, summary="One listing with its photos and predictions")
     def listing(listing_id: int) -> dict[str, Any]:
-        with read_session(service.settings) as session:
+        with read_scope(service.settings) as session:
             item = session.get(Listing, listing_id)
             if item is None:
                 raise HTTPException(404, f"no listing {listing_id}")
@@ -558,7 +518,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/photos/{image_id}", responses={404: {"model": Error}, 200: {"content": {"image/jpeg": {}}}},
              response_class=FileResponse, summary="A stored photo (normalized JPEG, longest side 512 px)")
     def photo(image_id: int):
-        with read_session(service.settings) as session:
+        with read_scope(service.settings) as session:
             image = session.get(Image, image_id)
             key = image.normalized_key if image is not None else None
             if image is not None and key is None and image.duplicate_of_id is not None:
@@ -584,7 +544,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                "default_radius_km": s.api_default_radius_km,
                                "default_country": s.api_default_country}
         try:
-            with read_session(s) as session:
+            with read_scope(s) as session:
                 version = session.execute(
                     select(ModelVersion).where(ModelVersion.status == "active")).scalar_one_or_none()
                 out["active_listings"] = session.scalar(

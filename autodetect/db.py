@@ -16,31 +16,39 @@ SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schema"
 
 
 @cache
-def engine_for(url: str) -> Engine:
-    if url.startswith("sqlite"):
-        path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+def engine_for(url: str, readonly: bool = False) -> Engine:
+    """The process-wide engine for ``url``. On SQLite, writers take the write lock up front
+    (``BEGIN IMMEDIATE``); ``readonly`` engines use plain deferred transactions on ``query_only``
+    connections, so readers run side by side in WAL mode instead of queueing behind writers."""
+    if not url.startswith("sqlite"):
+        return engine_for(url) if readonly else create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    path = url.split("///", 1)[-1]
+    if path and path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
 
-        @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_conn, _record) -> None:  # many threads, one file: WAL + waits
-            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves, below
-            cur = dbapi_conn.cursor()
+    @event.listens_for(engine, "connect")
+    def _sqlite_pragmas(dbapi_conn, _record) -> None:  # many threads, one file: WAL + waits
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves, below
+        cur = dbapi_conn.cursor()
+        if readonly:
+            cur.execute("PRAGMA query_only=ON")
+        else:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=30000")
-            cur.close()
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
 
-        @event.listens_for(engine, "begin")
-        def _begin_immediate(conn) -> None:
-            # Take the write lock up front: a deferred transaction that reads and then writes fails
-            # at once ("database is locked") when another thread wrote in between; this one waits.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+    @event.listens_for(engine, "begin")
+    def _begin(conn) -> None:
+        # A deferred transaction that reads and then writes fails at once ("database is locked")
+        # when another thread wrote in between; a writer that takes the lock up front waits instead.
+        conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
-        return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    if readonly:
+        engine_for(url)  # the writer's engine sets WAL mode (persistent in the file)
+    return engine
 
 
 def engine(settings: Settings | None = None) -> Engine:
@@ -48,8 +56,8 @@ def engine(settings: Settings | None = None) -> Engine:
 
 
 @cache
-def _factory(url: str) -> sessionmaker[Session]:
-    return sessionmaker(engine_for(url), expire_on_commit=False)
+def _factory(url: str, readonly: bool = False) -> sessionmaker[Session]:
+    return sessionmaker(engine_for(url, readonly), expire_on_commit=False)
 
 
 @contextmanager
@@ -63,6 +71,17 @@ def session_scope(settings: Settings | None = None) -> Iterator[Session]:
         session.rollback()
         raise
     finally:
+        session.close()
+
+
+@contextmanager
+def read_scope(settings: Settings | None = None) -> Iterator[Session]:
+    """A session for reading only (the API, status, reports)."""
+    session = _factory((settings or get_settings()).database_url, True)()
+    try:
+        yield session
+    finally:
+        session.rollback()
         session.close()
 
 

@@ -14,6 +14,21 @@ absorbs it; family and curated classes are added. The indexes map a *key* — th
 concatenation of a name's tokens ("F-150", "F 150" and "f150" all give ``f150``) — to the classes it may
 mean. Text is matched by looking up n-grams of its tokens, so spacing and punctuation never matter.
 
+Granularity (what counts as one class):
+
+* A class is a model line as NHTSA names it, spelled as the maker does ("Mercedes-Benz C-Class",
+  "Mazda MX-5 Miata", "Mazda Mazda3"). Names are ASCII ("Citroen", "Skoda").
+* Trims, engines, drivetrains, body styles and performance versions sold under the model's name merge
+  into it: VW Golf GTI / Golf R / Golf SportWagen -> Golf, Civic Si / Type R -> Civic, Audi TTS / TT RS ->
+  TT, Elantra GT -> Elantra, long-wheelbase versions (Escalade ESV, Yukon XL, Expedition MAX) -> the model.
+* Model codes map to the line: BMW 328i/M340i -> 3 Series, Mercedes C300/C63 AMG -> C-Class, 560SEL ->
+  S-Class, Lexus RX350 -> RX, Infiniti G37x -> G37. The M cars (M3, M5) stay separate, as vPIC has them.
+* Distinct vehicles that share part of a name stay separate: Transit Connect, Corolla Cross, Range Rover
+  Sport, Mustang Mach-E, Prius c / Prius v, Rogue Sport, Countryman. Before 2015 the WRX was an Impreza
+  trim (vPIC), so "Impreza WRX" is an Impreza.
+* GM's heavy-duty pickups are their own classes (Silverado 2500HD/3500HD, Sierra 2500HD/3500HD); a bare
+  "Silverado"/"Sierra" means the 1500 unless the text says HD/2500/3500.
+
 Dodge Ram and Ram: the pickups are one continuous line, rebadged from Dodge to the Ram brand in 2010, so
 "Dodge Ram 1500" and "Ram 1500" are the same class, ``Ram 1500`` (make Ram). A bare "Dodge Ram" means
 the 1500 unless the text names a 2500/3500. Dodge's vans (Ram Van) and the Dakota stay Dodge.
@@ -315,8 +330,9 @@ def build(data_dir: Path = DATA_DIR) -> Catalogue:
     glob: dict[str, set[str]] = {}
     for make, idx in model_index.items():
         for k, e in idx.items():
-            short_code = len(k) == 2 and k[0].isalpha() and k[1].isdigit()  # "a4", "x5": distinctive enough
-            if e.weak or e.blocked or k.isdigit() or (len(k) < 3 and not short_code) or k in not_global:
+            # two-character codes ("X3", "R2", "A4") are left out: alone they also name other makes' vehicles
+            # outside the catalogue (a Can-Am Maverick X3, a Studebaker Avanti R2)
+            if e.weak or e.blocked or k.isdigit() or len(k) < 3 or k in not_global:
                 continue
             glob.setdefault(k, set()).update(e.classes if len(e.classes) == 1 else ())
             if len(e.classes) > 1 and e.default:

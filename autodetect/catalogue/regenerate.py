@@ -41,10 +41,12 @@ stays a faithful, reviewable extract of vPIC.
 from __future__ import annotations
 
 import argparse
+import atexit
 import collections
 import csv
 import json
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -122,6 +124,7 @@ def import_ultravin(ultravin_dir: str | None):
     except ImportError:
         pass
     tmp = Path(tempfile.mkdtemp(prefix="ultravin-"))
+    atexit.register(shutil.rmtree, tmp, True)  # the extension stays loaded after its files are gone
     print(f"ultravin is not importable; downloading ultravin=={ULTRAVIN_VERSION} into {tmp}", file=sys.stderr)
     subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", str(tmp),
                     f"ultravin=={ULTRAVIN_VERSION}"], check=True)

@@ -8,9 +8,15 @@
   moving statistics lag far behind the weights in short runs, and such models evaluate near chance).
 
 Every phase uses AdamW with a cosine learning-rate decay (short linear warm-up) that spans the phase's
-epochs, or its share of ``time_budget_s`` when one is set; then epochs are also cut so that the phase
-ends within the budget. Early stopping watches the validation loss and restores the best weights.
-Those validation numbers select a model; they are not its result: evaluate the test split.
+epochs, or its share of ``time_budget_s`` when one is set (phases share the budget in proportion to
+their epochs; unused time rolls over); then epochs are also cut so that the phase ends within the
+budget. Early stopping watches the validation loss (from scratch: only in the second half of the
+schedule, while the learning rate is low) and restores the best weights. Those validation numbers
+select a model; they are not its result: evaluate the test split (``evaluate.evaluate``).
+
+Images are decoded and resized exactly as ``runtime.load_image`` does (same IDCT, bilinear with
+antialiasing), cached as uint8, and augmented per batch in the tf.data pipeline; augmentation is not
+part of the saved model. Class imbalance: sample weights ``n / (k * n_c)``.
 """
 
 from __future__ import annotations

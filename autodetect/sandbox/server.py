@@ -225,8 +225,8 @@ class SandboxServer:
 
     def start(self) -> SandboxServer:
         if self._thread is None:
-            self._thread = threading.Thread(target=self._httpd.serve_forever, name="sandbox-marketplace",
-                                            daemon=True)
+            self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                            name="sandbox-marketplace", daemon=True)
             self._thread.start()
         return self
 

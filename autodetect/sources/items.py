@@ -82,6 +82,14 @@ def parse_int(value: Any, low: int = 0, high: int = 2**31 - 1) -> int | None:
     return number if number is not None and low <= number <= high else None
 
 
+def _aspect_int(aspects: dict[str, Any], name: str, problems: list[str],
+                low: int = 0, high: int = 2**31 - 1) -> int | None:
+    number = parse_int(aspects.get(name), low, high)
+    if aspects.get(name) and number is None:
+        problems.append(f"bad {name}: {str(aspects[name])[:20]!r}")
+    return number
+
+
 def _http_url(value: Any) -> str | None:
     return value if isinstance(value, str) and value.startswith(("http://", "https://")) else None
 
@@ -127,9 +135,6 @@ def listing_from_item(item: Any, *, make: str | None = None, currency: str = "US
         problems.append("no photos")
 
     aspects = {str(a.get("name", "")).lower(): a.get("value") for a in map(_obj, _list(item.get("localizedAspects")))}
-    year = parse_int(aspects.get("year"), 1886, 2100)
-    if aspects.get("year") and year is None:
-        problems.append(f"bad year: {str(aspects['year'])[:20]!r}")
     location = _obj(item.get("itemLocation"))
     country = str(location.get("country") or "").upper() or None
     if country and not _COUNTRY.fullmatch(country):
@@ -148,8 +153,8 @@ def listing_from_item(item: Any, *, make: str | None = None, currency: str = "US
         condition=clean_text(item.get("condition"), 60, "condition", problems),
         make=clean_text(aspects.get("make"), 80, "make", problems) or make,
         model=clean_text(aspects.get("model"), 120, "model", problems),
-        year=year,
-        mileage=parse_int(aspects.get("mileage")),
+        year=_aspect_int(aspects, "year", problems, 1886, 2100),
+        mileage=_aspect_int(aspects, "mileage", problems),
         raw=without_nul(item),
         problems=problems,
     )

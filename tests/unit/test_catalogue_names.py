@@ -194,7 +194,8 @@ def test_seller_fields_win_over_trim_words_in_the_title() -> None:
     ("Chevorlet", "Silverado", None, "Chevrolet Silverado 1500"),
     ("Porsche", "Cayanne", None, "Porsche Cayenne"),
     ("Jeep", "Grand Cherokke", None, "Jeep Grand Cherokee"),
-    (None, None, "2016 Hyundia Elantra SE", "Hyundai Elantra"),
+    ("Hyundia", "Elantra", "2016 Hyundia Elantra SE", "Hyundai Elantra"),
+    (None, None, "1999 Toyta Camery XLE Sedan", "Toyota Camry"),
     ("Ford", None, "Ford Expidition Eddie Bauer", "Ford Expedition"),
 ])
 def test_fuzzy(make, model, title, expected) -> None:

@@ -197,3 +197,16 @@ def test_cosine_schedule_spans_the_time_budget():
     assert lrs[10] == pytest.approx(1.0, abs=0.01)  # peak after the warm-up
     assert lrs[55] == pytest.approx(0.505, abs=0.02)  # half way through the decay
     assert lrs[100] == lrs[150] == pytest.approx(0.01)  # the floor at the end of the budget
+
+
+@pytest.mark.parametrize("rotation", [0.0, 0.03])
+def test_augmenter_keeps_shape_and_range(rotation):
+    import tensorflow as tf
+
+    from autodetect.model.train import make_augmenter
+
+    images = np.zeros((4, 24, 24, 3), np.float32)
+    images[:, :, :12] = 255.0  # left half white: a flip or a shift moves it
+    out = make_augmenter(seed=5, rotation=rotation)(tf.constant(images), training=True).numpy()
+    assert out.shape == images.shape and out.min() >= 0.0 and out.max() <= 255.0
+    assert not np.allclose(out, images)
