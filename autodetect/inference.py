@@ -157,7 +157,10 @@ def predict_batch(settings: Settings, provider: ModelProvider) -> BatchResult:
         for image_id, error in failures:
             s.execute(update(Image).where(Image.id == image_id)
                       .values(state=State.failed.value, error=error, updated_at=now))
-        listings = sorted({listing_id for _, listing_id in ok_rows})
+        predicted_ids = [i for i, _ in ok_rows]
+        # The listings of these photos, and of their duplicates elsewhere, which reuse the prediction.
+        listings = sorted({listing_id for _, listing_id in ok_rows} | set(s.scalars(
+            select(Image.listing_id).where(Image.duplicate_of_id.in_(predicted_ids))) if predicted_ids else []))
         refresh_listing_predictions(s, listings, settings, version_id=model.version_id)
     result.predicted, result.failed, result.listings = len(ok_rows), len(failures), len(listings)
     result.errors = [e for _, e in failures]

@@ -129,9 +129,13 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
 
-    print(f"training {args.backbone} from scratch at {args.size}px, budget {args.budget:.0f}s")
+    print(f"training {args.backbone} from scratch at {args.size}px, budget {args.budget:.0f}s; "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    cpu0 = time.process_time()
     result = train(split.train, split.val, split.classes, config, args.work / "run", progress=progress)
-    print(f"trained {result.epochs_run} epochs in {result.seconds:.0f}s (stopped by {result.stopped_by})")
+    cpu_s = time.process_time() - cpu0
+    print(f"trained {result.epochs_run} epochs in {result.seconds:.0f}s wall, {cpu_s:.0f}s CPU "
+          f"(stopped by {result.stopped_by}); load average now {os.getloadavg()[0]:.1f}")
 
     keras_probs, keras_rate = predict_samples(keras_predict_fn(result.keras_path), split.test, image_size=args.size)
     metrics = metrics_from_probs(keras_probs, split.test, split.classes, images_per_s=keras_rate)
@@ -162,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     out = {
         "config": {**vars(args), "work": str(args.work)},
         "data": {"photos": len(samples), "classes": len(split.classes), "skipped": skipped, "split": counts},
-        "train": {k: v for k, v in result.to_dict().items() if k != "history"},
+        "train": {**{k: v for k, v in result.to_dict().items() if k != "history"}, "cpu_seconds": cpu_s},
         "test_keras": metrics.to_dict(),
         "test_tflite": lite_metrics.to_dict(),
         "tflite_agreement": agreement,

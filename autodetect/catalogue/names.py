@@ -373,6 +373,12 @@ def _unknown(reason: str) -> Label:
     return Label(None, None, None, "unknown", 0.0, reason[:200])
 
 
+def _q(text: str | None) -> str:
+    """Seller text quoted in a reason, shortened."""
+    text = " ".join((text or "").split())
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def _fmt(classes) -> str:
     return ", ".join(sorted(classes)[:4]) + ("..." if len(classes) > 4 else "")
 
@@ -423,7 +429,7 @@ def _seller(make: str, model: str) -> _Seller:
     if not _meaningful(md_tokens):
         md_tokens = []
     make_cands, leftover, make_fuzzy = _parse_make_field(cat, mk_tokens) if mk_tokens else ([], [], None)
-    make_note = f"make '{make}'~{make_cands[0][0]} ({make_fuzzy:.0f})" if make_fuzzy else ""
+    make_note = f"make '{_q(make)}'~{make_cands[0][0]} ({make_fuzzy:.0f})" if make_fuzzy else ""
     aspect = _NONE
     aspect_make = None
     refusal = ""
@@ -447,13 +453,13 @@ def _seller(make: str, model: str) -> _Seller:
         elif len(tried) == 1:
             aspect_make, aspect = tried[0]
         elif len(definite) > 1:
-            refusal = f"make '{make}' is ambiguous: {_fmt({t[1].cls for t in definite})}"
+            refusal = f"make '{_q(make)}' is ambiguous: {_fmt({t[1].cls for t in definite})}"
     elif md_tokens and not mk_tokens:
         aspect = _resolve(_scan_global(cat, md_tokens))
         if aspect.cls:
             aspect_make = cat.classes[aspect.cls].make
     if aspect.blocked:
-        refusal = f"seller model '{model}' names '{aspect.blocked}', a model outside the catalogue"
+        refusal = f"seller model '{_q(model)}' names '{aspect.blocked}', a model outside the catalogue"
     return _Seller(tuple(mk_tokens), tuple(md_tokens), tuple(make_cands), make_fuzzy, make_note, aspect,
                    aspect_make, tuple(mk for mk, _ in make_cands), refusal)
 
@@ -477,8 +483,8 @@ def normalize_uncached(make: str | None, model: str | None, title: str | None = 
         label = _from_title(cat, ti_tokens, mentions, [], "")
         if label.class_name:
             return Label(label.class_name, label.make, label.model, label.method, min(label.confidence, 0.6),
-                         f"seller make '{make}' not in catalogue; {label.reason}"[:200])
-        return _unknown(f"seller make '{make}' not in catalogue; {label.reason}")
+                         f"seller make '{_q(make)}' not in catalogue; {label.reason}"[:200])
+        return _unknown(f"seller make '{_q(make)}' not in catalogue; {label.reason}")
 
     if aspect.cls:
         return _with_aspect(cat, aspect, aspect_make, ti_tokens, mentions, model, fuzzy_score, make_note,
@@ -493,10 +499,10 @@ def normalize_uncached(make: str | None, model: str | None, title: str | None = 
             if len(narrowed) == 1:
                 c = next(iter(narrowed))
                 return _label(cat, c, "fuzzy" if fuzzy_score else "title", 0.85,
-                              f"seller model '{model}' may be {_fmt(aspect.candidates)}; title says {c}")
+                              f"seller model '{_q(model)}' may be {_fmt(aspect.candidates)}; title says {c}")
             if res.cls and res.cls not in aspect.candidates:
-                return _unknown(f"seller model '{model}' ({_fmt(aspect.candidates)}) disagrees with title ({res.cls})")
-            return _unknown(f"seller model '{model}' is ambiguous: {_fmt(aspect.candidates)}")
+                return _unknown(f"seller model '{_q(model)}' ({_fmt(aspect.candidates)}) disagrees with title ({res.cls})")
+            return _unknown(f"seller model '{_q(model)}' is ambiguous: {_fmt(aspect.candidates)}")
         if res.blocked:
             return _unknown(f"title names '{res.blocked}', a model outside the catalogue")
         res = _narrow(res, own, model_key)
@@ -504,7 +510,7 @@ def normalize_uncached(make: str | None, model: str | None, title: str | None = 
             # the seller's model is unrecognized: if it is a misspelling of another model, they disagree
             fz = next(filter(None, (_fuzzy_model(cat, md_tokens, mk) for mk in make_names)), None)
             if fz and fz[3] and fz[0] != res.cls:
-                return _unknown(f"seller model '{model}' (~{fz[0]}) disagrees with title ({res.cls})")
+                return _unknown(f"seller model '{_q(model)}' (~{fz[0]}) disagrees with title ({res.cls})")
         if res.cls:
             how = "default" if res.soft else "title"
             return _label(cat, res.cls, "fuzzy" if fuzzy_score else "title", 0.8 if res.soft else 0.9,
@@ -521,9 +527,9 @@ def normalize_uncached(make: str | None, model: str | None, title: str | None = 
                       or any(omake == c[0] for c in cat.make_keys.get(model_key, ())))
             if agrees:
                 return _label(cat, ores.cls, "title", 0.7,
-                              f"seller make '{make}' disagrees with title make {omake}; title make+model used"
-                              + (f" (seller model '{model}' agrees)" if md_tokens else ""))
-            return _unknown(f"seller '{make}'/'{model}' disagrees with title ({ores.cls})")
+                              f"seller make '{_q(make)}' disagrees with title make {omake}; title make+model used"
+                              + (f" (seller model '{_q(model)}' agrees)" if md_tokens else ""))
+            return _unknown(f"seller '{_q(make)}'/'{_q(model)}' disagrees with title ({ores.cls})")
         if ores.candidates:
             return _unknown(f"title names several models: {_fmt(ores.candidates)}")
         # 4. misspellings, within the seller's make
@@ -586,9 +592,9 @@ def _with_aspect(cat: Catalogue, aspect: _Res, aspect_make: str, ti_tokens, ment
     if tres.cls and tres.cls != a and cat.classes[tres.cls].make == cat.classes[a].make and (
             (aspect.soft and tres.cls in aspect.candidates) or (tres.key.startswith(aspect.key) and a not in named)):
         return _label(cat, tres.cls, "fuzzy" if fuzzy_score else "title", 0.9 * conf_scale,
-                      f"title '{tres.key}' refines seller model '{model}'{note}")
+                      f"title '{tres.key}' refines seller model '{_q(model)}'{note}")
     if aspect.soft and aspect.not_with and any(t in aspect.not_with for t in ti_tokens):
-        return _unknown(f"seller model '{model}' may be {_fmt(aspect.candidates)}; the title's "
+        return _unknown(f"seller model '{_q(model)}' may be {_fmt(aspect.candidates)}; the title's "
                         f"'{next(t for t in ti_tokens if t in aspect.not_with)}' rules out the default {a}")
     if a in named or (not named and all(a in h.entry.classes for h in strong)):
         others = named - {a}

@@ -153,7 +153,6 @@ def resolve_weights(
             raise WeightsUnavailable(f"{name} has no pretrained weights; use weights='none'")
         cache = Path(cache_dir).expanduser() / "models" if cache_dir else keras_cache_dir()
         url = (origin or s.weights_origin).rstrip("/") + "/" + s.weights_file
-        cached = cache / s.weights_file
         previous = socket.getdefaulttimeout()
         socket.setdefaulttimeout(timeout_s)  # keras' get_file has no timeout; a black-holed network must not hang
         try:
@@ -164,8 +163,7 @@ def resolve_weights(
                 cache_dir=str(Path(cache_dir).expanduser()) if cache_dir else None,
                 file_hash=s.weights_md5,
             )
-        except Exception as e:  # keras raises a bare Exception("URL fetch failure ...") among others
-            cached.unlink(missing_ok=True)
+        except Exception as e:  # keras raises a bare Exception("URL fetch failure ...") and removes partial files
             raise WeightsUnavailable(_unavailable_message(s, cache, url, e)) from e
         finally:
             socket.setdefaulttimeout(previous)

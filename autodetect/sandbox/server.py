@@ -2,9 +2,18 @@
 
 Endpoints: ``POST /identity/v1/oauth2/token`` (client credentials, any id and secret),
 ``GET /buy/browse/v1/item_summary/search`` and ``GET /buy/browse/v1/item/{item_id}`` (both need a
-bearer token the server issued), ``GET /photos/{item number}/{position}.jpg`` and a small HTML page
-per listing at ``GET /itm/{item number}``. Absolute URLs in responses use the request's Host header
-(the server's own URL when absent), so they work behind a container network name as well.
+bearer token the server issued), ``GET /photos/{item number}/{position}.jpg``, a small HTML page
+per listing at ``GET /itm/{item number}`` and ``GET /health`` (``{"status": "ok", "listings": N}``).
+Absolute URLs in responses use the request's Host header (the server's own URL when absent), so they
+work behind a container network name as well.
+
+Search takes ``q``, ``category_ids``, ``limit`` (1..200), ``offset``,
+``aspect_filter=categoryId:6001,Make:{Audi|VW}``, ``filter=price:[a..b],priceCurrency:USD`` (dollars,
+bounds inclusive, either one open; other comma-separated filters are ignored; a listing without a
+price never matches) and ``fieldgroups`` (with ``ASPECT_REFINEMENTS`` or ``FULL`` the answer carries
+``refinement.aspectDistributions``: the Make distribution, in canonical make names, of what the
+search matches). As on eBay, no result past the 10,000th can be asked for: ``offset + limit`` over
+10,000 answers 400, and no ``next`` link points past it; ``total`` still counts every distinct match.
 """
 
 from __future__ import annotations
@@ -17,20 +26,73 @@ import secrets
 import threading
 import time
 from collections import Counter
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, InvalidOperation
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, parse_qsl, quote, unquote, urlencode, urlsplit
 
-from autodetect.sandbox.marketplace import CATEGORY_ID, Listing, Marketplace
+from autodetect.sandbox.marketplace import CATEGORY_ID, Listing, Marketplace, PriceBand
 
 TOKEN_PATH = "/identity/v1/oauth2/token"
+HEALTH_PATH = "/health"
 SEARCH_PATH = "/buy/browse/v1/item_summary/search"
 ITEM_PATH = "/buy/browse/v1/item/"
 TOKEN_LIFETIME_S = 7200
 MAX_LIMIT = 200
 DEFAULT_LIMIT = 50
+MAX_RESULTS = 10_000  # as on eBay: offset + limit may not pass this
+CATEGORY_NAME = "Cars & Trucks"
+REFINEMENT_GROUPS = frozenset({"ASPECT_REFINEMENTS", "FULL"})
 _MAKE_FILTER = re.compile(r"(?:^|,)\s*Make:\{([^}]*)\}")
+_PRICE_FILTER = re.compile(r"(?:^|,)\s*price\s*:\s*\[([^\]]*)\]")
+_CURRENCY_FILTER = re.compile(r"(?:^|,)\s*priceCurrency\s*:\s*([^,]*)")
+_CENTS = Decimal(100)
+
+
+class BadRequest(ValueError):
+    """A search parameter the API refuses: answered 400 with this error id and message."""
+
+    def __init__(self, error_id: int, message: str):
+        super().__init__(message)
+        self.error_id = error_id
+
+
+def _dollars_to_cents(text: str, *, upper: bool) -> int | None:
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        value = Decimal(text) * _CENTS
+    except InvalidOperation:
+        raise BadRequest(12014, f"The price '{text}' in the 'filter' parameter is not a number.") from None
+    if not value.is_finite() or value < 0:
+        raise BadRequest(12014, f"The price '{text}' in the 'filter' parameter is not a valid amount.")
+    return int(value.to_integral_value(ROUND_FLOOR if upper else ROUND_CEILING))
+
+
+def price_band(filters: list[str]) -> PriceBand:
+    """The ``price:[a..b]`` band of ``filter`` values, in cents, bounds inclusive: ``(lo, hi)``, either
+    None when open, ``(None, None)`` without a price filter. Values may come URL-encoded once more;
+    BadRequest for a malformed band, an inverted one, or a currency other than USD."""
+    text = ",".join(unquote(f) if "%" in f else f for f in filters)
+    bands = _PRICE_FILTER.findall(text)
+    if not bands:
+        if re.search(r"(?:^|,)\s*price\s*:", text):
+            raise BadRequest(12014, "The 'price' filter must read price:[low..high], either bound optional.")
+        return None, None
+    if len(bands) > 1:
+        raise BadRequest(12014, "The 'price' filter is given more than once.")
+    low, sep, high = bands[0].partition("..")
+    if not sep or not (low.strip() or high.strip()):
+        raise BadRequest(12014, "The 'price' filter must read price:[low..high], either bound optional.")
+    lo, hi = _dollars_to_cents(low, upper=False), _dollars_to_cents(high, upper=True)
+    if lo is not None and hi is not None and lo > hi:
+        raise BadRequest(12014, "The 'price' filter's low bound is above its high bound.")
+    currency = _CURRENCY_FILTER.search(text)
+    if currency and currency.group(1).strip().upper() != "USD":
+        raise BadRequest(12015, f"The sandbox lists in USD only, not '{currency.group(1).strip()}'.")
+    return lo, hi
 
 
 def _error(error_id: int, message: str, category: str = "REQUEST", domain: str = "API_BROWSE") -> dict[str, Any]:
@@ -149,6 +211,9 @@ class _Handler(BaseHTTPRequestHandler):
         elif path.startswith("/itm/"):
             app.count("page")
             self._page(path[len("/itm/"):])
+        elif path == HEALTH_PATH:
+            app.count("health")
+            self._json(HTTPStatus.OK, {"status": "ok", "listings": len(app.marketplace)})
         else:
             app.count("unknown")
             self._json(HTTPStatus.NOT_FOUND, _error(2002, "Resource not found"))
@@ -165,13 +230,26 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(HTTPStatus.BAD_REQUEST, _error(
                 12002, f"'limit' must be 1..{MAX_LIMIT} and 'offset' a non-negative integer."))
             return
+        if offset + limit > MAX_RESULTS:
+            self._json(HTTPStatus.BAD_REQUEST, _error(
+                12003, f"The 'offset' ({offset}) plus 'limit' ({limit}) may not exceed {MAX_RESULTS}: "
+                       f"no more than {MAX_RESULTS} results can be retrieved for a search. "
+                       "Narrow the search with filters."))
+            return
+        try:
+            price = price_band([v for k, v in params if k == "filter"])
+        except BadRequest as exc:
+            self._json(HTTPStatus.BAD_REQUEST, _error(exc.error_id, str(exc)))
+            return
         makes = frozenset(v.strip() for m in _MAKE_FILTER.finditer(args.get("aspect_filter", ""))
                           for v in m.group(1).split("|") if v.strip())
         categories = {c.strip() for c in args.get("category_ids", CATEGORY_ID).split(",")}
-        if CATEGORY_ID in categories:
-            total, page = self.server.app.marketplace.search(args.get("q"), makes, offset, limit)
-        else:
-            total, page = 0, []
+        groups = {g.strip().upper() for v in (v for k, v in params if k == "fieldgroups") for g in v.split(",")}
+        marketplace = self.server.app.marketplace
+        found = marketplace.matches(args.get("q"), makes, price) if CATEGORY_ID in categories else None
+        total = found.total if found is not None else 0
+        served = len(found.served) if found is not None else 0
+        page = marketplace.page(found, offset, limit) if found is not None else []
         base = self._base()
 
         def link(new_offset: int) -> str:
@@ -179,13 +257,37 @@ class _Handler(BaseHTTPRequestHandler):
             return f"{base}{SEARCH_PATH}?{urlencode(rest + [('limit', limit), ('offset', new_offset)])}"
 
         body: dict[str, Any] = {"href": f"{base}{self.path}", "total": total, "limit": limit, "offset": offset}
-        if offset + limit < total:
+        if offset + limit < served and offset + 2 * limit <= MAX_RESULTS:
             body["next"] = link(offset + limit)
         if offset > 0:
             body["prev"] = link(max(0, offset - limit))
         if page:
             body["itemSummaries"] = [_summary(listing, base) for listing in page]
+        if groups & REFINEMENT_GROUPS:
+            counts = marketplace.make_counts(found) if found is not None else {}
+            body["refinement"] = self._refinement(params, counts, total)
         self._json(HTTPStatus.OK, body)
+
+    def _refinement(self, params: list[tuple[str, str]], makes: dict[str, int], total: int) -> dict[str, Any]:
+        """eBay's ``refinement`` container: the Make distribution, each value with the search that selects it."""
+        base = self._base()
+        rest = [(k, v) for k, v in params if k not in ("offset", "aspect_filter")]
+
+        def href(make: str) -> str:
+            selected = rest + [("aspect_filter", f"categoryId:{CATEGORY_ID},Make:{{{make}}}")]
+            return f"{base}{SEARCH_PATH}?{urlencode(selected)}"
+
+        refinement: dict[str, Any] = {"dominantCategoryId": CATEGORY_ID}
+        if total:
+            in_category = [(k, v) for k, v in rest if k != "category_ids"] + [("category_ids", CATEGORY_ID)]
+            refinement["categoryDistributions"] = [{
+                "categoryId": CATEGORY_ID, "categoryName": CATEGORY_NAME, "matchCount": total,
+                "refinementHref": f"{base}{SEARCH_PATH}?{urlencode(in_category)}"}]
+        if makes:
+            refinement["aspectDistributions"] = [{"localizedAspectName": "Make", "aspectValueDistributions": [
+                {"localizedAspectValue": make, "matchCount": n, "refinementHref": href(make)}
+                for make, n in makes.items()]}]
+        return refinement
 
     def _page(self, number: str) -> None:
         listing = self.server.app.marketplace.listing_for_item(f"v1|{number}|0")

@@ -37,7 +37,6 @@ def test_crawl_to_tagged_catalogue(settings, marketplace, sync_dispatch):
     with session_scope(settings) as s:
         images = s.execute(select(Image)).scalars().all()
         assert images and all(i.stage in ("inference", "done") or i.state == "failed" for i in images)
-        by_url = {urlparse(i.url).path: i for i in images}
         for image in images:
             if image.state == "failed":
                 assert image.error  # recorded with its reason
@@ -48,7 +47,6 @@ def test_crawl_to_tagged_catalogue(settings, marketplace, sync_dispatch):
                 assert original.duplicate_of_id is None, "duplicates point at an original"
                 assert truth.original is not None or image.sha256 == original.sha256
         assert any(i.duplicate_of_id for i in images), "the sandbox relists some photos"
-        del by_url
 
     decision, run_id = check_retraining(settings, sync_dispatch)
     assert decision.fire and decision.trigger == "first", decision.reason

@@ -17,7 +17,7 @@ from autodetect.sandbox import (
     CARS, MAKE_ALIASES, Marketplace, SandboxServer, canonical_make, city_for_postal_code, make_title,
     render_car, render_non_car, render_reference, seller_aspects, spec_for,
 )
-from autodetect.sandbox.marketplace import ITEM_NUMBER_BASE, TRANSFORMS
+from autodetect.sandbox.marketplace import ITEM_NUMBER_BASE, TRANSFORMS, price_cents
 
 SEARCH = "/buy/browse/v1/item_summary/search"
 
@@ -129,8 +129,11 @@ def test_marketplace_is_lazy_and_deterministic():
     assert big.photo_bytes(path) == Marketplace(listings=10_000, models=10, seed=5).photo_bytes(path)
     started = time.perf_counter()
     total, page = big.search(offset=4_000, limit=200)
-    assert total == 10_001 and len(page) == 200  # the repeated listing counts twice
+    assert total == 10_000 and len(page) == 200  # distinct listings: the repeat is not counted twice
     assert time.perf_counter() - started < 0.25  # ~10 ms; generous for a shared CPU
+    started = time.perf_counter()
+    big.search(offset=4_200, limit=200)
+    assert time.perf_counter() - started < 0.05
 
 
 def test_listing_fields_and_balance():
@@ -234,7 +237,7 @@ def test_pagination_covers_every_listing_once_but_the_repeated_one(server, marke
         body = http.get(url).json()
         pages.append([item["itemId"] for item in body.get("itemSummaries", [])])
         seen += pages[-1]
-        assert body["total"] == len(market) + 1 and body["limit"] == 200
+        assert body["total"] == len(market) and body["limit"] == 200  # distinct listings
         url = body.get("next")
     assert len(pages) == 3
     repeated = market.listing(market.bad_cases["repeated"]).item_id
@@ -319,3 +322,131 @@ def test_concurrent_photo_requests(server, market):
     with ThreadPoolExecutor(8) as pool:
         fetched = list(pool.map(fetch, paths))
     assert fetched == [market.photo_bytes(p) for p in paths]
+
+
+def test_health_needs_no_token(server, market):
+    resp = requests.get(f"{server.url}/health")
+    assert resp.status_code == 200 and resp.json() == {"status": "ok", "listings": len(market)}
+
+
+def test_total_counts_distinct_listings_and_the_last_one_is_still_served(server, market, http):
+    """450 listings serve 451 entries: with pages of 50 a tenth page carries the last one."""
+    url, seen, pages = f"{server.url}{SEARCH}?category_ids=6001&limit=50", [], 0
+    while url:
+        body = http.get(url).json()
+        assert body["total"] == len(market)
+        seen += [item["itemId"] for item in body.get("itemSummaries", [])]
+        pages, url = pages + 1, body.get("next")
+    assert pages == 10 and len(seen) == len(market) + 1 and len(set(seen)) == len(market)
+    repeated = market.listing(market.bad_cases["repeated"])
+    make = repeated.spec.make
+    body = http.get(f"{server.url}{SEARCH}", params={
+        "category_ids": "6001", "limit": 200, "aspect_filter": f"categoryId:6001,Make:{{{make}}}"}).json()
+    ids = [item["itemId"] for item in body["itemSummaries"]]
+    assert body["total"] == sum(l.spec.make == make for l in market.listings()) == len(set(ids)) == len(ids) - 1
+
+
+def _make_distribution(body: dict) -> dict[str, int]:
+    (make,) = [a for a in body["refinement"]["aspectDistributions"] if a["localizedAspectName"] == "Make"]
+    return {v["localizedAspectValue"]: v["matchCount"] for v in make["aspectValueDistributions"]}
+
+
+def test_make_refinement(server, market, http):
+    def search(**params):
+        return http.get(f"{server.url}{SEARCH}", params={"category_ids": "6001", "limit": 1, **params}).json()
+
+    assert "refinement" not in search()
+    body = search(fieldgroups="ASPECT_REFINEMENTS")
+    expected = Counter(l.spec.make for l in market.listings())
+    assert _make_distribution(body) == expected and sum(expected.values()) == body["total"]
+    assert all(canonical_make(make) == make for make in expected)  # canonical names, never "VW"
+    values = body["refinement"]["aspectDistributions"][0]["aspectValueDistributions"]
+    counts = [v["matchCount"] for v in values]
+    assert counts == sorted(counts, reverse=True)
+    audi = next(v for v in values if v["localizedAspectValue"] == "Audi")
+    selected = http.get(audi["refinementHref"]).json()  # the href selects the make
+    assert selected["total"] == audi["matchCount"] == expected["Audi"]
+    assert body["refinement"]["dominantCategoryId"] == "6001"
+    # comma-joined field groups, and the distribution follows q and the price filter
+    camry = search(q="camry", fieldgroups="MATCHING_ITEMS,ASPECT_REFINEMENTS")
+    assert _make_distribution(camry) == Counter(l.spec.make for l in market.listings() if "camry" in l.title.lower())
+    assert camry["itemSummaries"]
+    cheap = search(fieldgroups="ASPECT_REFINEMENTS", filter="price:[..15000],priceCurrency:USD")
+    assert _make_distribution(cheap) == Counter(
+        l.spec.make for l in market.listings() if l.price is not None and price_cents(l.price) <= 1_500_000)
+    assert _make_distribution(search(fieldgroups="FULL", aspect_filter="categoryId:6001,Make:{VW}")) == \
+        {"Volkswagen": expected["Volkswagen"]}
+    nothing = search(fieldgroups="ASPECT_REFINEMENTS", q="no such car")
+    assert nothing["total"] == 0 and "aspectDistributions" not in nothing["refinement"]
+
+
+def test_price_filter(server, market, http):
+    def ids(filters, **params):
+        url = f"{server.url}{SEARCH}?category_ids=6001&limit=200&filter={filters}"
+        found = []
+        while url:
+            resp = http.get(url, params=params)
+            assert resp.status_code == 200, resp.text
+            body = resp.json()
+            found += [item["itemId"] for item in body.get("itemSummaries", [])]
+            url, params = body.get("next"), {}
+        assert body["total"] == len(set(found))
+        return set(found)
+
+    def expect(lo=None, hi=None):
+        return {l.item_id for l in market.listings() if (c := price_cents(l.price)) is not None
+                and (lo is None or c >= lo) and (hi is None or c <= hi)}
+
+    prices = sorted({price_cents(l.price) for l in market.listings() if l.price})
+    lo, hi = prices[len(prices) // 4], prices[len(prices) // 2]
+    band = ids(f"price:[{lo / 100:.2f}..{hi / 100:.2f}],priceCurrency:USD")
+    assert band == expect(lo, hi) and 0 < len(band) < len(market)
+    assert {price_cents(market.listing_for_item(i).price) for i in band} >= {lo, hi}  # both bounds inclusive
+    assert ids(f"price:[{lo / 100:.2f}..]") == expect(lo=lo)
+    assert ids(f"price:[..{hi / 100}]") == expect(hi=hi)
+    assert ids(f"price:[{(lo + 1) / 100:.2f}..{(hi - 1) / 100:.2f}]") == expect(lo + 1, hi - 1)
+    # URL-encoded (once by the client, or twice), and among other filters
+    assert ids(f"buyingOptions%3A%7BFIXED_PRICE%7D%2Cprice%3A%5B{lo // 100}..{hi // 100}%5D%2CpriceCurrency%3AUSD") \
+        == expect(lo, hi)
+    assert ids(f"price%253A%255B{lo // 100}..{hi // 100}%255D") == expect(lo, hi)
+    assert ids("conditionIds:{3000}", q="") == {l.item_id for l in market.listings()}  # no price filter
+    everything = ids("price:[0..]")
+    assert market.listing(market.bad_cases["no_price"]).item_id not in everything  # no price: never in a band
+    assert market.listing(market.bad_cases["comma_price"]).item_id in ids("price:[12500..12500]")
+    assert len(everything) == len(market) - 1
+    for bad in ("price:[abc..]", "price:[..]", "price:[500..100]", "price:[10-20]", "price:[-5..]",
+                "price:[10..20],priceCurrency:EUR"):
+        resp = http.get(f"{server.url}{SEARCH}", params={"category_ids": "6001", "filter": bad})
+        assert resp.status_code == 400 and resp.json()["errors"][0]["domain"] == "API_BROWSE", bad
+
+
+@pytest.fixture(scope="module")
+def big_server():
+    with SandboxServer(Marketplace(listings=10_050, models=10, seed=4)) as srv:
+        yield srv
+
+
+def test_results_past_ten_thousand_cannot_be_asked_for(big_server, server, http):
+    token = requests.post(f"{big_server.url}/identity/v1/oauth2/token", auth=("client", "secret"),
+                          data={"grant_type": "client_credentials"}).json()["access_token"]
+
+    def get(url_base, offset, limit, **params):
+        auth = f"Bearer {token}" if url_base == big_server.url else http.headers["Authorization"]
+        return http.get(f"{url_base}{SEARCH}", headers={"Authorization": auth},
+                        params={"category_ids": "6001", "offset": offset, "limit": limit, **params})
+
+    last = get(big_server.url, 9_800, 200)
+    assert last.status_code == 200
+    body = last.json()
+    assert body["total"] == 10_050 and len(body["itemSummaries"]) == 200 and "next" not in body
+    assert "next" in get(big_server.url, 9_600, 200).json()
+    assert "next" not in get(big_server.url, 9_950, 50).json()
+    assert get(big_server.url, 9_900, 100).status_code == 200
+    for offset, limit in ((9_801, 200), (10_000, 1), (10_050, 50)):
+        resp = get(big_server.url, offset, limit)
+        assert resp.status_code == 400, (offset, limit)
+        error = resp.json()["errors"][0]
+        assert error["domain"] == "API_BROWSE" and error["category"] == "REQUEST" and "10000" in error["message"]
+    assert get(server.url, 9_999, 2).status_code == 400  # whatever the total
+    refined = get(big_server.url, 0, 1, fieldgroups="ASPECT_REFINEMENTS").json()
+    assert sum(_make_distribution(refined).values()) == refined["total"] == 10_050
