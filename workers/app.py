@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
 from celery import Celery, signals
 
 from autodetect.settings import get_settings
 from workers.queues import ROUTES, beat_schedule, queue_specs, task_queues
+
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the training worker's TensorFlow start-up chatter
 
 
 def make_app() -> Celery:
@@ -26,7 +31,12 @@ def make_app() -> Celery:
         task_default_queue="discovery",
         task_routes=ROUTES,
         task_create_missing_queues=False,
-        broker_transport_options={"visibility_timeout": settings.visibility_timeout},
+        broker_transport_options={
+            "visibility_timeout": settings.visibility_timeout,
+            # The embedded in-memory broker is polled; the default 1 s poll would cap the demo's
+            # throughput at a few tasks per second.
+            **({"polling_interval": 0.01} if settings.is_embedded else {}),
+        },
         broker_connection_retry_on_startup=True,
         worker_prefetch_multiplier=1,
         worker_send_task_events=True,  # Flower

@@ -17,13 +17,21 @@ from rich.table import Table
 
 from autodetect.settings import configure, get_settings
 
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter, if it loads
+
 app = typer.Typer(help="AutoDetect: identify a car's make and model, see the offers nearby.",
                   no_args_is_help=True, pretty_exceptions_show_locals=False)
 console = Console()
 
-sandbox_app = typer.Typer(help="The local marketplace that speaks eBay's Browse API.", no_args_is_help=True)
-models_app = typer.Typer(help="The model registry.", no_args_is_help=True)
-db_app = typer.Typer(help="The database schema.", no_args_is_help=True)
+sandbox_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter, if it loads
+
+app = typer.Typer(help="The local marketplace that speaks eBay's Browse API.", no_args_is_help=True)
+models_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter, if it loads
+
+app = typer.Typer(help="The model registry.", no_args_is_help=True)
+db_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter, if it loads
+
+app = typer.Typer(help="The database schema.", no_args_is_help=True)
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(models_app, name="models")
 app.add_typer(db_app, name="db")

@@ -55,7 +55,7 @@ def run_demo(console: Console, *, listings: int, models: int, seed: int, train_s
     with SandboxServer(Marketplace(listings=listings, models=models, seed=seed)) as sandbox:
         host_port = sandbox.url.split("//", 1)[1]
         settings = configure(
-            data_dir=data_dir, database_url="", broker_url="memory://", source="sandbox",
+            data_dir=data_dir, database_url="", broker_url="memory://localhost/", source="sandbox",
             marketplace_url=sandbox.url, download_allow_hosts=[host_port], backbone="compact_cnn",
             image_size=96, weights="none", train_time_budget_s=train_seconds, train_epochs_head=40,
             min_photos_per_class=min(base.min_photos_per_class, 30), inference_batch_wait_s=0.05,
