@@ -59,3 +59,19 @@ def beat_schedule(settings: Settings) -> dict[str, dict]:
         "retraining-check": {"task": "training.check", "schedule": float(settings.retrain_check_interval_s)},
         "sweep": {"task": "maintenance.sweep", "schedule": float(settings.sweeper_interval_s)},
     }
+
+
+def queue_lengths(app) -> dict[str, int]:
+    """Messages waiting in each queue, read from the broker (a queue never declared counts 0)."""
+    from amqp.exceptions import ChannelError
+
+    lengths: dict[str, int] = {}
+    with app.connection_for_write() as conn:
+        for name in QUEUE_NAMES:
+            try:
+                lengths[name] = conn.default_channel.queue_declare(name, passive=True).message_count
+            except ChannelError:  # Redis answers NOT_FOUND for an empty (absent) list
+                lengths[name] = 0
+                conn.close()
+                conn.connect()
+    return lengths

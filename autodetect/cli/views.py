@@ -20,12 +20,10 @@ def queue_lengths() -> dict[str, Any]:
     if get_settings().is_embedded:
         return {}
     from workers.app import app
-    from workers.queues import QUEUE_NAMES
+    from workers.queues import queue_lengths as lengths
 
     try:
-        with app.connection_for_write() as conn:
-            channel = conn.default_channel
-            return {q: channel.queue_declare(q, passive=True).message_count for q in QUEUE_NAMES}
+        return lengths(app)
     except Exception as exc:  # noqa: BLE001 - status must still show the database's side
         return {"error": f"broker unreachable: {exc}"}
 

@@ -3,6 +3,7 @@ separate ``celery -A workers worker -Q <queue>`` process per queue, plus beat.""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -102,16 +103,16 @@ def make_stack(tmp_path: Path, pg_url: str, broker_url: str, sandbox_url: str, *
     values = {
         "data_dir": str(tmp_path / "data"), "database_url": pg_url, "broker_url": broker_url,
         "source": "sandbox", "marketplace_url": sandbox_url,
-        "download_allow_hosts": f'["{sandbox_url.split("//")[1]}"]',
+        "download_allow_hosts": [sandbox_url.split("//")[1]],
         "backbone": "compact_cnn", "image_size": "48", "weights": "none", "min_photos_per_class": "10",
         "train_time_budget_s": "15", "train_epochs_head": "30", "retrain_min_new_photos": "100000",
         "retrain_min_new_share": "100", "crawl_interval_s": "3600", "retrain_check_interval_s": "3",
         "sweeper_interval_s": "2", "stale_after_s": "6", "inference_batch_size": "16",
         "inference_batch_wait_s": "0.1",
     }
-    values.update({k: str(v) for k, v in overrides.items()})
+    values.update(overrides)
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUTODETECT_")}
-    env.update({f"AUTODETECT_{k.upper()}": v for k, v in values.items()})
+    env.update({f"AUTODETECT_{k.upper()}": json.dumps(v) if isinstance(v, list) else str(v) for k, v in values.items()})
     env["PYTHONPATH"] = str(ROOT)
     settings = configure(**{k: v for k, v in values.items()})
     upgrade(settings)
@@ -125,7 +126,7 @@ def sandbox60():
     from autodetect.sandbox.marketplace import Marketplace
     from autodetect.sandbox.server import SandboxServer
 
-    market = Marketplace(listings=60, models=3, seed=5)
+    market = Marketplace(listings=60, models=3, seed=7)  # 11 relisted photos among them
     with SandboxServer(market) as server:
         yield server, market
 

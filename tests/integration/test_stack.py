@@ -10,6 +10,7 @@ import requests
 from sqlalchemy import func, select
 
 from autodetect.db import session_scope
+from workers.queues import queue_lengths
 from autodetect.storage import Image, Listing, ListingPrediction, ModelVersion, Prediction
 from tests.integration.conftest import AMQP_URL, REDIS_URL, client_app, free_port, make_stack, wait_for
 
@@ -30,7 +31,7 @@ def _settled(settings) -> bool:
 
 def _assert_consistent(settings, market) -> None:
     with session_scope(settings) as s:
-        assert s.scalar(select(func.count()).select_from(Listing)) == market.unique_listing_count()
+        assert s.scalar(select(func.count()).select_from(Listing)) == len({item.item_id for item in market.listings()})
         unique = s.scalars(select(Image.id).where(Image.duplicate_of_id.is_(None), Image.state == "done")).all()
         rows = s.execute(select(Prediction.image_id, func.count()).group_by(Prediction.image_id)).all()
         assert sorted(i for i, _ in rows) == sorted(unique), "every unique photo predicted"
@@ -107,10 +108,7 @@ def _deliver_every_task_twice(app, stack) -> None:
         inspect = app.control.inspect(timeout=1.0)
         active, reserved = inspect.active() or {}, inspect.reserved() or {}
         busy = any(active.values()) or any(reserved.values())
-        with app.connection_for_write() as conn:
-            waiting = sum(conn.default_channel.queue_declare(q, passive=True).message_count
-                          for q in ("discovery", "download", "dedup", "inference", "training"))
-        return not busy and waiting == 0
+        return not busy and sum(queue_lengths(app).values()) == 0
 
     time.sleep(2)
     wait_for(drained, 120, stack, "the repeated tasks to be consumed")
