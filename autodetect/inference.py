@@ -1,9 +1,21 @@
 """Inference stage: micro-batches of unique photos through the active model version.
 
-A batch is claimed with one conditional UPDATE (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so
-several workers never claim the same row); predictions are written with ``ON CONFLICT DO NOTHING``
-on (image, version) and the rows marked done in the same transaction. A worker killed mid-batch
-leaves its rows ``running``; the sweeper returns them to ``pending`` and nothing is predicted twice.
+Claiming. A batch is claimed with one conditional UPDATE (``FOR UPDATE SKIP LOCKED`` on PostgreSQL,
+so several workers never claim the same row) that moves ``pending`` rows to ``running`` and stamps
+the claim time. The broker's message only says "there is work": every message claims whatever is
+pending, so a message delivered twice, or one whose rows another worker already took, finds less or
+nothing and returns at once. A partial batch waits at most ``inference_batch_wait_s`` for more rows.
+
+Writing. Predictions are written with ``ON CONFLICT DO NOTHING`` on (image, version) and the rows
+marked ``done`` in one transaction, with the listings' averaged predictions. A photo that already has
+a prediction from the serving version is not run through the model again (a re-tag, a redelivery, a
+sweep of a slow batch). A worker killed mid-batch leaves its rows ``running`` and nothing written; the
+sweeper returns them to ``pending`` after ``stale_after_s`` and another batch predicts them, once.
+A batch that fails with an exception gives its rows back (``pending``) before re-raising.
+
+Versions. Each prediction carries the version that made it; listing predictions are per version. If
+the active version changes while a batch runs, the batch's predictions are kept (they are that
+version's) but its rows go back to ``pending`` so the new version predicts them too.
 
 This module never imports TensorFlow: the serving model comes from ``autodetect.model.runtime``.
 """
@@ -15,11 +27,13 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, text, update
+from sqlalchemy.dialects.postgresql import ARRAY, BIGINT
 from sqlalchemy.orm import Session
 
 from autodetect.db import insert_stmt, is_postgres, session_scope
@@ -28,6 +42,21 @@ from autodetect.storage import CarClass, Image, Listing, ListingPrediction, Mode
     VersionStatus, utcnow
 
 log = logging.getLogger(__name__)
+
+#: The faster serving runtime per backbone, measured with ``benchmarks/inference_throughput.py``
+#: (photos/s at batch 32, int8 dynamic-range LiteRT vs float32 ONNX Runtime; see benchmarks/RESULTS.md).
+#: Used unless ``serving_format`` is set explicitly (environment or ``configure``). A backbone not
+#: measured gets ``serving_format``'s default. Either way the other format is the fallback when the
+#: bundle lacks the preferred file.
+MEASURED_FASTEST: dict[str, str] = {
+    "inception_v3": "tflite",
+    "mobilenet_v3_small": "tflite",
+    "compact_cnn": "tflite",
+}
+SERVING_FORMATS = ("tflite", "onnx")
+
+#: Namespace of the PostgreSQL advisory locks that serialize listing-prediction refreshes per listing.
+_LISTING_LOCK_NS = 7_340_021
 
 
 # --- the model a worker serves -------------------------------------------------------------------
@@ -38,60 +67,134 @@ class LoadedModel:
     classes: list[str]
     image_size: int
     predict: Callable[[np.ndarray], np.ndarray]
+    format: str = ""
+    backbone: str = ""
+
+
+def serving_preference(settings: Settings, backbone: str) -> tuple[str, ...]:
+    """The serving formats to try, best first, for a version of ``backbone``."""
+    if "serving_format" in settings.model_fields_set:
+        first = settings.serving_format
+    else:
+        first = MEASURED_FASTEST.get(backbone, settings.serving_format)
+    return (first, *(f for f in SERVING_FORMATS if f != first))
+
+
+def load_serving_model(settings: Settings, version: ModelVersion) -> LoadedModel:
+    """The serving model of ``version`` (LiteRT or ONNX Runtime, never TensorFlow). Raises
+    ``ModelArtifactError`` (or ``ValueError``) with a clear message for a missing or corrupt bundle."""
+    from autodetect.model.bundle import load_serving, read_bundle
+    from autodetect.model.errors import ModelArtifactError
+
+    artifacts = version.artifacts or {}
+    if not artifacts.get("dir"):
+        raise ModelArtifactError(f"model {version.name} has no artifact directory in the registry")
+    directory = settings.data_dir / artifacts["dir"]
+    info = read_bundle(directory)
+    if list(info.classes) != list(version.classes):
+        raise ModelArtifactError(f"{directory}: labels.json lists other classes than the registry's {version.name}")
+    if info.image_size != version.image_size:
+        raise ModelArtifactError(f"{directory}: labels.json says {info.image_size}px, the registry "
+                                 f"{version.image_size}px for {version.name}")
+    serving = load_serving(directory, prefer=serving_preference(settings, version.backbone),
+                           num_threads=settings.inference_threads or None,
+                           max_batch=max(64, settings.inference_batch_size))
+    return LoadedModel(version.id, version.name, list(version.classes), version.image_size, serving.predict,
+                       format=serving.format, backbone=version.backbone)
 
 
 class ModelProvider:
     """Holds the active version's serving model, loaded lazily once per process (after fork).
 
-    Between batches it looks up the active version; when a new one was promoted it loads it, and if
-    that fails it keeps serving the last good model and logs why."""
+    ``get`` is called before every batch: it looks up the active version (one indexed query) and,
+    when a new one was promoted, loads it. If that fails it keeps serving the last good model, says
+    why in ``last_error`` and the log, and tries the broken version again only after
+    ``inference_model_retry_s``. ``for_version`` loads a given (possibly non-active) version for
+    tagging with it, caching one such model besides the active one."""
 
-    def __init__(self, settings: Settings, loader: Callable[[Settings, ModelVersion], LoadedModel] | None = None):
+    def __init__(self, settings: Settings, loader: Callable[[Settings, ModelVersion], LoadedModel] | None = None,
+                 clock: Callable[[], float] = time.monotonic):
         self.settings = settings
         self.loader = loader or load_serving_model
+        self.clock = clock
         self.current: LoadedModel | None = None
         self.last_error: str | None = None
-        self._failed_version: int | None = None
+        self._failed: dict[int, tuple[float, str]] = {}  # version id -> (when, why)
+        self._other: LoadedModel | None = None
         self._lock = threading.Lock()
 
     def get(self, session: Session) -> LoadedModel | None:
         active = session.execute(
             select(ModelVersion).where(ModelVersion.status == VersionStatus.active.value)
         ).scalar_one_or_none()
+        if active is None:
+            return None
         with self._lock:
-            if active is None or (self.current and self.current.version_id == active.id):
-                return self.current if active is not None else None
-            if self._failed_version == active.id:
+            if self.current is not None and self.current.version_id == active.id:
                 return self.current
-            try:
-                self.current = self.loader(self.settings, active)
-                self.last_error = None
-                log.info("serving model %s (%s, %d classes)", active.name, active.backbone, len(active.classes))
-            except Exception as exc:  # noqa: BLE001 - any broken artifact: keep the last good model
-                self._failed_version = active.id
-                self.last_error = f"cannot load model {active.name}: {exc}"
-                log.error("%s; still serving %s", self.last_error, self.current.name if self.current else "nothing")
+            model = self._load(active)
+            if model is not None:
+                self.current = model
+                log.info("serving model %s (%s, %s, %d classes)", model.name, model.backbone, model.format,
+                         len(model.classes))
             return self.current
 
+    def for_version(self, session: Session, version_id: int) -> LoadedModel:
+        """The serving model of ``version_id``; raises ``ModelUnavailable`` when it cannot be loaded."""
+        with self._lock:
+            for model in (self.current, self._other):
+                if model is not None and model.version_id == version_id:
+                    return model
+        version = session.get(ModelVersion, version_id)
+        if version is None:
+            raise ModelUnavailable(f"no model version {version_id}")
+        if version.status == VersionStatus.active.value:
+            model = self.get(session)
+            if model is not None and model.version_id == version_id:
+                return model
+            raise ModelUnavailable(self.last_error or f"cannot load model {version.name}")
+        with self._lock:
+            model = self._load(version)
+            if model is None:
+                raise ModelUnavailable(self._failed[version.id][1])
+            self._other = model
+            return model
 
-def load_serving_model(settings: Settings, version: ModelVersion) -> LoadedModel:
-    from autodetect.model.bundle import load_serving, read_bundle
+    def is_broken(self, version_id: int) -> bool:
+        """Whether loading ``version_id`` failed recently (so the last good model stands in for it)."""
+        failed = self._failed.get(version_id)
+        return failed is not None and self.clock() - failed[0] < self.settings.inference_model_retry_s
 
-    directory = settings.data_dir / version.artifacts["dir"]
-    info = read_bundle(directory)
-    if list(info.classes) != list(version.classes):
-        raise ValueError(f"artifact classes differ from the registry's for {version.name}")
-    serving = load_serving(directory, prefer=(settings.serving_format, "tflite", "onnx"))
-    return LoadedModel(version.id, version.name, list(version.classes), version.image_size, serving.predict)
+    def _load(self, version: ModelVersion) -> LoadedModel | None:
+        if self.is_broken(version.id):
+            return None
+        try:
+            model = self.loader(self.settings, version)
+        except Exception as exc:  # noqa: BLE001 - any broken artifact: keep the last good model
+            why = f"cannot load model {version.name}: {exc}"
+            self._failed[version.id] = (self.clock(), why)
+            self.last_error = why
+            log.error("%s; still serving %s", why, self.current.name if self.current else "nothing")
+            return None
+        self._failed.pop(version.id, None)
+        self.last_error = None
+        return model
+
+
+class ModelUnavailable(Exception):
+    pass
 
 
 # --- claiming and predicting ---------------------------------------------------------------------
 def claim(session: Session, limit: int) -> list[int]:
+    """Move up to ``limit`` pending inference rows to ``running`` (claim time in ``updated_at``)."""
+    if limit <= 0:
+        return []
     pending = select(Image.id).where(Image.stage == Stage.inference.value, Image.state == State.pending.value) \
         .order_by(Image.id).limit(limit)
     if is_postgres(session):
         pending = pending.with_for_update(skip_locked=True)
-    return list(session.execute(
+    return sorted(session.execute(
         update(Image).where(Image.id.in_(pending.scalar_subquery()))
         .values(state=State.running.value, updated_at=utcnow()).returning(Image.id)
     ).scalars())
@@ -99,11 +202,22 @@ def claim(session: Session, limit: int) -> list[int]:
 
 @dataclass
 class BatchResult:
-    predicted: int = 0
+    predicted: int = 0  # run through the model and written
+    skipped: int = 0  # already had a prediction from this version: marked done, not run again
     failed: int = 0
     listings: int = 0
+    requeued: list[int] = field(default_factory=list)  # back to pending: the active version changed meanwhile
     model: str | None = None
+    seconds_model: float = 0.0
     errors: list[str] = field(default_factory=list)
+
+    @property
+    def claimed(self) -> int:
+        return self.predicted + self.skipped + self.failed
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"predicted": self.predicted, "skipped": self.skipped, "failed": self.failed,
+                "listings": self.listings, "requeued": len(self.requeued), "model": self.model}
 
 
 def topk(probs: np.ndarray, classes: Sequence[str], k: int) -> list[list[Any]]:
@@ -111,67 +225,184 @@ def topk(probs: np.ndarray, classes: Sequence[str], k: int) -> list[list[Any]]:
     return [[classes[i], round(float(probs[i]), 6)] for i in order]
 
 
-def predict_batch(settings: Settings, provider: ModelProvider) -> BatchResult:
-    """Claim up to ``inference_batch_size`` pending photos (waiting a short while to fill the batch),
-    predict them and write the results. Returns what was done; an empty result means no work."""
-    from autodetect.images.store import ImageStore
-    from autodetect.model.runtime import load_image
+def claim_batch(settings: Settings, *, wait: bool = True) -> list[int]:
+    """Claim up to ``inference_batch_size`` rows. Nothing pending: returns at once. A partial batch
+    waits at most ``inference_batch_wait_s`` (from the first claim) for more rows to arrive."""
+    size = settings.inference_batch_size
+    with session_scope(settings) as s:
+        ids = claim(s, size)
+    if not ids or not wait:
+        return ids
+    deadline = time.monotonic() + settings.inference_batch_wait_s
+    while len(ids) < size:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        time.sleep(min(0.05, left))
+        with session_scope(settings) as s:
+            ids += claim(s, size - len(ids))
+    return ids
 
+
+def predict_batch(settings: Settings, provider: ModelProvider, *, wait: bool = True) -> BatchResult:
+    """Claim up to ``inference_batch_size`` pending photos (waiting a short while to fill the batch),
+    predict them with the active version and write the results. An empty result means no work (or no
+    loadable model: then nothing is claimed)."""
     result = BatchResult()
     with session_scope(settings) as s:
         model = provider.get(s)
     if model is None:
+        if provider.last_error:
+            result.errors.append(provider.last_error)
         return result
     result.model = model.name
-    ids: list[int] = []
-    deadline = time.monotonic() + settings.inference_batch_wait_s
-    while True:
-        with session_scope(settings) as s:
-            ids += claim(s, settings.inference_batch_size - len(ids))
-        if len(ids) >= settings.inference_batch_size or time.monotonic() >= deadline:
-            break
-        time.sleep(min(0.05, settings.inference_batch_wait_s))
+    ids = claim_batch(settings, wait=wait)
     if not ids:
         return result
-    store = ImageStore(settings.data_dir / "images")
-    with session_scope(settings) as s:
-        rows = s.execute(select(Image.id, Image.listing_id, Image.normalized_key).where(Image.id.in_(ids))).all()
-    arrays, ok_rows, failures = [], [], []
-    for image_id, listing_id, key in rows:
-        try:
-            arrays.append(load_image(store.path(key), model.image_size))
-            ok_rows.append((image_id, listing_id))
-        except (OSError, ValueError, TypeError) as exc:
-            failures.append((image_id, f"photo unreadable from the store: {exc}"[:300]))
-    probs = model.predict(np.stack(arrays)) if arrays else np.zeros((0, len(model.classes)))
-    now = utcnow()
-    with session_scope(settings) as s:
-        if ok_rows:
-            s.execute(insert_stmt(s, Prediction.__table__).values([
-                {"image_id": image_id, "model_version_id": model.version_id, "top_class": model.classes[int(p.argmax())],
-                 "top_probability": float(p.max()), "topk": topk(p, model.classes, settings.top_k), "created_at": now}
-                for (image_id, _), p in zip(ok_rows, probs)
-            ]).on_conflict_do_nothing(index_elements=["image_id", "model_version_id"]))
-            s.execute(update(Image).where(Image.id.in_([i for i, _ in ok_rows]))
-                      .values(stage=Stage.done.value, state=State.done.value, error=None, updated_at=now))
-        for image_id, error in failures:
-            s.execute(update(Image).where(Image.id == image_id)
-                      .values(state=State.failed.value, error=error, updated_at=now))
-        predicted_ids = [i for i, _ in ok_rows]
-        # The listings of these photos, and of their duplicates elsewhere, which reuse the prediction.
-        listings = sorted({listing_id for _, listing_id in ok_rows} | set(s.scalars(
-            select(Image.listing_id).where(Image.duplicate_of_id.in_(predicted_ids))) if predicted_ids else []))
-        refresh_listing_predictions(s, listings, settings, version_id=model.version_id)
-    result.predicted, result.failed, result.listings = len(ok_rows), len(failures), len(listings)
-    result.errors = [e for _, e in failures]
+    try:
+        _predict_and_write(settings, provider, model, ids, result, mark_state=True)
+    except BaseException:
+        _release(settings, ids)
+        raise
     return result
 
 
+def predict_images(settings: Settings, model: LoadedModel, image_ids: Sequence[int]) -> BatchResult:
+    """Predict the given photos with ``model`` (any version, e.g. tagging with a non-active one)
+    without claiming them: their pipeline state is left alone, except that a photo whose file is gone
+    is recorded failed. Idempotent like ``predict_batch``."""
+    result = BatchResult(model=model.name)
+    ids = sorted({int(i) for i in image_ids})
+    if ids:
+        _predict_and_write(settings, None, model, ids, result, mark_state=False)
+    return result
+
+
+def _release(settings: Settings, ids: Sequence[int]) -> None:
+    """Give claimed rows back after a failed batch (best effort: otherwise the sweeper does it)."""
+    try:
+        with session_scope(settings) as s:
+            s.execute(update(Image).where(Image.id.in_(list(ids)), Image.stage == Stage.inference.value,
+                                          Image.state == State.running.value)
+                      .values(state=State.pending.value, updated_at=utcnow()))
+    except Exception as exc:  # noqa: BLE001 - the original error matters more
+        log.warning("could not give back %d claimed photos (the sweeper will): %s", len(ids), exc)
+
+
+def _load_one(store, key: str | None, size: int) -> np.ndarray | str:
+    from autodetect.model.runtime import load_image
+
+    if not key:
+        return "no normalized photo recorded for this image"
+    try:
+        path = store.path(key)
+    except ValueError as exc:
+        return f"bad store key: {exc}"
+    if not path.is_file():
+        return f"photo file missing from the store: {key}"
+    try:
+        return load_image(path, size)
+    except (OSError, ValueError, TypeError) as exc:
+        return f"photo unreadable from the store: {exc}"
+
+
+_decoders: ThreadPoolExecutor | None = None
+
+
+def _load_photos(settings: Settings, keys: Sequence[str | None], size: int) -> list[np.ndarray | str]:
+    """Decode the photos (Pillow releases the GIL: two threads), an error string for each that fails."""
+    from autodetect.images.store import ImageStore
+
+    global _decoders
+    store = ImageStore(settings.data_dir / "images")
+    if len(keys) < 4:
+        return [_load_one(store, k, size) for k in keys]
+    if _decoders is None:  # created lazily: after fork, in the process that uses it
+        _decoders = ThreadPoolExecutor(max_workers=2, thread_name_prefix="decode")
+    return list(_decoders.map(lambda k: _load_one(store, k, size), keys))
+
+
+def _predict_and_write(settings: Settings, provider: ModelProvider | None, model: LoadedModel, ids: list[int],
+                       result: BatchResult, *, mark_state: bool) -> None:
+    with session_scope(settings) as s:
+        rows = s.execute(select(Image.id, Image.listing_id, Image.normalized_key).where(Image.id.in_(ids))
+                         .order_by(Image.id)).all()
+        have = set(s.scalars(select(Prediction.image_id).where(
+            Prediction.image_id.in_(ids), Prediction.model_version_id == model.version_id)))
+    todo = [r for r in rows if r.id not in have]
+    loaded = _load_photos(settings, [r.normalized_key for r in todo], model.image_size)
+    ok_rows, arrays, failures = [], [], []
+    for row, item in zip(todo, loaded):
+        if isinstance(item, str):
+            failures.append((row.id, item[:300]))
+        else:
+            ok_rows.append(row)
+            arrays.append(item)
+    if settings.inference_test_delay_s > 0:
+        time.sleep(settings.inference_test_delay_s)
+    started = time.perf_counter()
+    probs = model.predict(np.stack(arrays)) if arrays else np.zeros((0, len(model.classes)), np.float32)
+    result.seconds_model = time.perf_counter() - started
+    if probs.shape != (len(arrays), len(model.classes)):
+        raise ValueError(f"model {model.name} returned shape {probs.shape} for {len(arrays)} photos "
+                         f"and {len(model.classes)} classes")
+    now = utcnow()
+    done_ids = [r.id for r in ok_rows] + sorted(have)
+    with session_scope(settings) as s:
+        if ok_rows:
+            top = probs.argmax(axis=1)
+            s.execute(insert_stmt(s, Prediction.__table__).values([
+                {"image_id": row.id, "model_version_id": model.version_id, "top_class": model.classes[int(t)],
+                 "top_probability": float(p[t]), "topk": topk(p, model.classes, settings.top_k), "created_at": now}
+                for row, p, t in zip(ok_rows, probs, top)
+            ]).on_conflict_do_nothing(index_elements=["image_id", "model_version_id"]))
+        if mark_state and done_ids:
+            active_id = s.scalar(select(ModelVersion.id).where(ModelVersion.status == VersionStatus.active.value))
+            switched = (active_id is not None and active_id != model.version_id
+                        and not (provider is not None and provider.is_broken(active_id)))
+            if switched:  # promoted meanwhile: these photos need the new version's prediction too
+                s.execute(update(Image).where(Image.id.in_(done_ids))
+                          .values(state=State.pending.value, error=None, updated_at=now))
+                result.requeued = done_ids
+            else:
+                s.execute(update(Image).where(Image.id.in_(done_ids))
+                          .values(stage=Stage.done.value, state=State.done.value, error=None, updated_at=now))
+        for image_id, error in failures:
+            s.execute(update(Image).where(Image.id == image_id)
+                      .values(stage=Stage.inference.value, state=State.failed.value, error=error, updated_at=now))
+        # The listings of these photos, and of their duplicates elsewhere, which reuse the prediction.
+        written = set(done_ids)
+        listings = {r.listing_id for r in rows if r.id in written}
+        if done_ids:
+            listings |= set(s.scalars(select(Image.listing_id).where(Image.duplicate_of_id.in_(done_ids))))
+        refresh_listing_predictions(s, sorted(listings), settings, version_id=model.version_id)
+    result.predicted, result.skipped, result.failed = len(ok_rows), len(have), len(failures)
+    result.listings = len(listings)
+    result.errors = [e for _, e in failures]
+    if failures:
+        log.warning("%d of %d photos failed: %s", len(failures), len(ids), failures[0][1])
+
+
 # --- listing-level answers -----------------------------------------------------------------------
+def _lock_listings(session: Session, listing_ids: Sequence[int]) -> None:
+    """On PostgreSQL, serialize refreshes of the same listing (two workers predicting two photos of
+    one listing would otherwise each average without the other's photo). Locks are taken in id
+    order and released at commit; they do not block anything but another refresh of the listing."""
+    if is_postgres(session) and listing_ids:
+        session.execute(
+            text("SELECT count(pg_advisory_xact_lock(:ns, (x % 2147483647)::int)) "
+                 "FROM (SELECT unnest(:ids) AS x ORDER BY 1) AS ordered")
+            .bindparams(bindparam("ids", type_=ARRAY(BIGINT))),
+            {"ns": _LISTING_LOCK_NS, "ids": sorted(int(i) for i in listing_ids)})
+
+
 def refresh_listing_predictions(session: Session, listing_ids: Sequence[int], settings: Settings,
                                 version_id: int | None = None) -> int:
-    """Average the predictions of each listing's photos (a duplicate counts with its original's
-    prediction, once per listing) into the listing's prediction for that model version."""
+    """Average the predictions of each listing's unique photos (a duplicate counts with its original's
+    prediction, once per listing) into the listing's prediction for that model version, and flag a
+    mismatch when the averaged top class confidently (>= ``mismatch_confidence``) disagrees with the
+    seller's label. Each photo contributes its stored top-k; a class outside a photo's top-k counts 0
+    for that photo."""
     if not listing_ids:
         return 0
     if version_id is None:
@@ -179,16 +410,17 @@ def refresh_listing_predictions(session: Session, listing_ids: Sequence[int], se
             ModelVersion.status == VersionStatus.active.value)).scalar_one_or_none()
         if version_id is None:
             return 0
+    listing_ids = sorted(set(listing_ids))
+    _lock_listings(session, listing_ids)
     src = func.coalesce(Image.duplicate_of_id, Image.id)
     rows = session.execute(
         select(Image.listing_id, src, Prediction.topk)
         .join(Prediction, (Prediction.image_id == src) & (Prediction.model_version_id == version_id))
-        .where(Image.listing_id.in_(list(listing_ids)), Image.stage == Stage.done.value,
-               Image.state == State.done.value)
+        .where(Image.listing_id.in_(listing_ids), Image.state != State.failed.value)
     ).all()
     per_listing: dict[int, dict[int, list]] = defaultdict(dict)
-    for listing_id, src, top in rows:
-        per_listing[listing_id][src] = top
+    for listing_id, source, top in rows:
+        per_listing[listing_id][source] = top
     labels = dict(session.execute(
         select(Listing.id, Listing.class_id).where(Listing.id.in_(list(per_listing)))).all())
     class_names = dict(session.execute(
@@ -200,7 +432,7 @@ def refresh_listing_predictions(session: Session, listing_ids: Sequence[int], se
         for top in tops.values():
             for name, p in top:
                 scores[name] += p / len(tops)
-        ranked = sorted(scores.items(), key=lambda kv: -kv[1])[: settings.top_k]
+        ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[: settings.top_k]
         best, best_p = ranked[0]
         label = class_names.get(labels.get(listing_id))
         values.append({

@@ -69,6 +69,8 @@ class Settings(BaseSettings):
     train_batch_size: int = 32
     train_time_budget_s: float = 0.0  # 0: no budget; otherwise epochs are cut to fit
     train_seed: int = 1337
+    #: Early stopping: epochs without a better validation loss before training stops.
+    train_patience: int = 5
     #: Retrain when this many new labelled unique photos arrived since the active version...
     retrain_min_new_photos: int = 500
     #: ...or when they are this share of the active version's training set.
@@ -81,6 +83,16 @@ class Settings(BaseSettings):
     # --- inference --------------------------------------------------------------------------
     inference_batch_size: int = 32
     inference_batch_wait_s: float = 0.2
+    #: Threads of one serving model (LiteRT/ONNX Runtime); 0: the runtime's default (all cores).
+    inference_threads: int = 0
+    #: A version whose artifact failed to load is tried again after this many seconds (meanwhile the
+    #: worker keeps serving the last good model).
+    inference_model_retry_s: float = 60.0
+    #: Testing only: a pause inside each batch, after the claim and before the write (to kill a worker
+    #: in the middle of a batch). Always 0 in production.
+    inference_test_delay_s: float = 0.0
+    #: Photos put back into the inference stage per transaction by ``autodetect tag``.
+    tag_chunk_size: int = 5000
     top_k: int = 5
     mismatch_confidence: float = 0.8
 

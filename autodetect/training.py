@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from pathlib import Path
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -135,7 +136,7 @@ def train_config(settings: Settings, params: dict[str, Any]):
         backbone=params.get("backbone", settings.backbone), image_size=params.get("image_size", settings.image_size),
         weights=params.get("weights", settings.weights), epochs_head=settings.train_epochs_head,
         epochs_finetune=settings.train_epochs_finetune, fine_tune_layers=settings.train_fine_tune_layers,
-        batch_size=settings.train_batch_size, seed=settings.train_seed,
+        batch_size=settings.train_batch_size, seed=settings.train_seed, patience=settings.train_patience,
         time_budget_s=params.get("time_budget_s", settings.train_time_budget_s),
     )
 
@@ -150,8 +151,12 @@ def run_training(settings: Settings, run_id: int, dispatch: Dispatch,
         if claimed is None:
             return {"skipped": True}
         params = dict(claimed[0] or {})
-        samples = labelled_samples(s, settings)
+        samples = None if params.get("images") else labelled_samples(s, settings)
     try:
+        if samples is None:  # a folder of DIR/<class>/<photo> (``autodetect train --images DIR``)
+            from autodetect.folder_dataset import scan_folder
+
+            samples = scan_folder(settings, Path(params["images"])).samples
         outcome = _train_and_register(settings, run_id, samples, params, progress)
     except Exception as exc:
         with session_scope(settings) as s:

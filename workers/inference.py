@@ -1,22 +1,55 @@
 """inference queue: each message claims and predicts one micro-batch of pending photos.
 
 The serving model is loaded on first use in the worker's child process (after fork), never in the
-parent, and never through TensorFlow."""
+parent, and never through TensorFlow. Between batches the provider notices a promoted version.
 
+``inference.predict`` carries a photo id only as a hint (the batch claims whatever is pending), so a
+redelivered or surplus message is harmless. ``inference.tag`` carries the ids and the version for
+tagging with a version that is not the active one; it is idempotent too."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
 from functools import cache
 
-from autodetect.inference import ModelProvider, predict_batch
+from autodetect.db import session_scope
+from autodetect.inference import ModelProvider, ModelUnavailable, predict_batch, predict_images
 from autodetect.settings import get_settings
+from autodetect.storage import Stage
 from workers.app import app
 from workers.queues import queue_specs
 
+_LIMIT = queue_specs(get_settings())["inference"].time_limit
+
 
 @cache
-def _provider() -> ModelProvider:
+def _provider() -> ModelProvider:  # one per process: created in the child that runs the task
     return ModelProvider(get_settings())
 
 
-@app.task(name="inference.predict", time_limit=queue_specs(get_settings())["inference"].time_limit)
+@app.task(name="inference.predict", time_limit=_LIMIT)
 def predict(image_id: int | None = None) -> dict:
     result = predict_batch(get_settings(), _provider())
-    return {"predicted": result.predicted, "failed": result.failed, "model": result.model}
+    if result.requeued:  # the active version changed during the batch: the new one predicts them
+        from workers.dispatch import dispatch
+
+        dispatch(Stage.inference, result.requeued)
+    return result.as_dict()
+
+
+@app.task(name="inference.tag", time_limit=_LIMIT, autoretry_for=(ModelUnavailable,), retry_backoff=30,
+          max_retries=5)
+def tag(version_id: int, image_ids: list[int]) -> dict:
+    settings = get_settings()
+    with session_scope(settings) as s:
+        model = _provider().for_version(s, int(version_id))
+    return predict_images(settings, model, image_ids).as_dict()
+
+
+def send_tagging(version_id: int, ids: Sequence[int]) -> None:
+    """One ``inference.tag`` message per ``inference_batch_size`` ids (for a non-active version)."""
+    size = max(1, get_settings().inference_batch_size)
+    ids = [int(i) for i in ids]
+    with app.producer_or_acquire() as producer:
+        for start in range(0, len(ids), size):
+            app.send_task("inference.tag", args=(int(version_id), ids[start:start + size]), producer=producer)

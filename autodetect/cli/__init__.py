@@ -23,15 +23,9 @@ app = typer.Typer(help="AutoDetect: identify a car's make and model, see the off
                   no_args_is_help=True, pretty_exceptions_show_locals=False)
 console = Console()
 
-sandbox_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter, if it loads
-
-app = typer.Typer(help="The local marketplace that speaks eBay's Browse API.", no_args_is_help=True)
-models_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter, if it loads
-
-app = typer.Typer(help="The model registry.", no_args_is_help=True)
-db_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter, if it loads
-
-app = typer.Typer(help="The database schema.", no_args_is_help=True)
+sandbox_app = typer.Typer(help="The local marketplace that speaks eBay's Browse API.", no_args_is_help=True)
+models_app = typer.Typer(help="The model registry.", no_args_is_help=True)
+db_app = typer.Typer(help="The database schema.", no_args_is_help=True)
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(models_app, name="models")
 app.add_typer(db_app, name="db")
@@ -125,32 +119,41 @@ def status(as_json: bool = typer.Option(False, "--json")) -> None:
 
 
 @app.command()
-def tag(all_: bool = typer.Option(False, "--all", help="Every unique photo."),
+def tag(all_: bool = typer.Option(False, "--all", help="Every unique photo (and retry those that failed)."),
         missing: bool = typer.Option(False, "--missing", help="Photos without a prediction from the version."),
-        model: Optional[str] = typer.Option(None, help="Version (default: the active one)."),
+        model: Optional[str] = typer.Option(None, help="Version (default: the active one); alone: --missing."),
         wait: bool = typer.Option(True, help="Follow progress until done.")) -> None:
-    """Tag the catalogue through the inference queue, with a progress bar fed from the database."""
-    from autodetect.cli.views import follow_tagging
-    from autodetect.db import session_scope
-    from autodetect.registry import RegistryError, active_version, find_version
-    from autodetect.tagging import queue_for_tagging
-    from workers.dispatch import dispatch
+    """Tag the catalogue through the inference queue, with a progress bar fed from the database.
 
-    if all_ == missing:
-        _fail("say --all or --missing")
-    with session_scope() as s:
+    Resumable: run it again after an interruption and it finishes the rest, predicting no photo twice.
+    With the embedded default (no broker) the batches run in this process."""
+    from autodetect.cli.views import follow_tagging
+    from autodetect.tagging import TaggingError, start_tagging, tag_here
+
+    if all_ and missing or not (all_ or missing or model):
+        _fail("say --all or --missing (or --model VERSION)")
+    settings = get_settings()
+    mode = "all" if all_ else "missing"
+    try:
+        if settings.is_embedded:
+            plan = start_tagging(settings, mode, model)
+        else:
+            from workers.dispatch import dispatch
+            from workers.inference import send_tagging
+
+            plan = start_tagging(settings, mode, model, dispatch=dispatch, send=send_tagging)
+    except TaggingError as exc:
+        _fail(str(exc))
+    where = "here" if settings.is_embedded else f"in {plan.messages} messages on 'inference'"
+    console.print(f"{plan.queued} photos queued for {plan.version} ({mode}), {where}")
+    if settings.is_embedded:
+        steps = tag_here(settings, plan)
         try:
-            version = find_version(s, model) if model else active_version(s)
-        except RegistryError as exc:
+            follow_tagging(console, plan.version_id, work=lambda: next(steps, None) is not None)
+        except TaggingError as exc:
             _fail(str(exc))
-        if version is None:
-            _fail("no active model yet: train one first (`autodetect train --now`)")
-        ids = queue_for_tagging(s, "all" if all_ else "missing", version.id)
-        name, version_id = version.name, version.id
-    dispatch("inference", ids)
-    console.print(f"{len(ids)} photos queued for {name}")
-    if wait:
-        follow_tagging(console, version_id)
+    elif wait:
+        follow_tagging(console, plan.version_id)
 
 
 @app.command()

@@ -101,26 +101,40 @@ def show_catalogue(console: Console) -> None:
     console.print(f"{sum(1 for r in rows if r[2] >= minimum)} of {len(rows)} classes reach the minimum")
 
 
-def follow_tagging(console: Console, version_id: int, *, poll_s: float = 0.5, idle_timeout_s: float = 600) -> None:
-    """A live progress bar fed from the database until every unique photo has a prediction."""
-    from autodetect.tagging import tagging_progress
+def follow_tagging(console: Console, version_id: int, *, poll_s: float = 0.5, idle_timeout_s: float = 600,
+                   work: Callable[[], bool] | None = None) -> tuple[int, int]:
+    """A live progress bar fed from the database until every unique photo has a prediction from
+    ``version_id``. ``work`` (embedded mode, tests) does one batch in this process per call and says
+    whether there was any; without it, workers do the work and this only watches. Returns (done, total)."""
+    from autodetect.tagging import tagging_failures, tagging_progress
 
-    with Progress(TextColumn("tagging"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TimeRemainingColumn(), console=console) as bar:
+    with Progress(TextColumn("tagging"), BarColumn(), MofNCompleteColumn(), TextColumn("photos"),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=console) as bar:
         task = bar.add_task("tag", total=None)
-        last, last_change = -1, time.monotonic()
+        last, last_change, polled = -1, time.monotonic(), 0.0
         while True:
+            more = work() if work is not None else False
+            if work is not None and more and time.monotonic() - polled < poll_s:
+                continue
+            polled = time.monotonic()
             with session_scope() as s:
                 done, total = tagging_progress(s, version_id)
+                failed = tagging_failures(s)
             bar.update(task, completed=done, total=total)
-            if done >= total:
-                return
+            if done >= total or (work is not None and not more):
+                break
             if done != last:
                 last, last_change = done, time.monotonic()
             elif time.monotonic() - last_change > idle_timeout_s:
-                console.print("[yellow]no progress: are inference workers running?[/]")
-                return
-            time.sleep(poll_s)
+                console.print("[yellow]no progress: are inference workers running? "
+                              "(`autodetect tag --missing` resumes)[/]")
+                break
+            if work is None:
+                time.sleep(poll_s)
+    if failed:
+        console.print(f"[yellow]{failed} photos failed inference[/] (see `autodetect status`; "
+                      "`autodetect tag --all` retries them)")
+    return done, total
 
 
 def epoch_printer(console: Console) -> Callable[[dict], None]:

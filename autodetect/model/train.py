@@ -55,6 +55,7 @@ class TrainConfig:
     time_budget_s: float = 0.0  # 0: none
     bn_momentum: float = 0.9  # from scratch only
     augment: bool = True
+    zoom: float = 0.25  # augmentation: the random crop's side is 1 - zoom .. 1 of the image's
     rotation: float = 0.02  # augmentation: max rotation, a share of a full turn (0.02: 7 degrees); 0 is cheaper
     weight_decay: float = 1e-4
     dropout: float = 0.2
@@ -151,12 +152,12 @@ class RandomAffine(layers.Layer):
         )
 
 
-def make_augmenter(seed: int, rotation: float = 0.0) -> keras.Sequential:
+def make_augmenter(seed: int, rotation: float = 0.0, zoom: float = 0.25) -> keras.Sequential:
     """Random zoom-in crop and shift, horizontal flip, optional small rotation (a share of a full turn),
     brightness and contrast. Pixels stay in 0-255."""
     return keras.Sequential(
         [
-            RandomAffine(zoom=0.25, rotation=rotation, flip=True, seed=seed),
+            RandomAffine(zoom=zoom, rotation=rotation, flip=True, seed=seed),
             layers.RandomBrightness(0.15, value_range=(0.0, 255.0), seed=seed + 3),
             layers.RandomContrast(0.15, seed=seed + 4),
         ],
@@ -184,6 +185,7 @@ def make_dataset(
     seed: int = 0,
     augment: bool = False,
     rotation: float = 0.0,
+    zoom: float = 0.25,
     class_weights: np.ndarray | None = None,
     cache: str | Path | None = "",
 ) -> tf.data.Dataset:
@@ -211,7 +213,7 @@ def make_dataset(
     ds = ds.batch(batch_size)
     num_classes = len(classes)
     weights = tf.constant(class_weights if class_weights is not None else np.ones(num_classes, np.float32))
-    augmenter = make_augmenter(seed, rotation) if (training and augment) else None
+    augmenter = make_augmenter(seed, rotation, zoom) if (training and augment) else None
 
     def to_model(x, y):
         x = tf.cast(x, tf.float32)
@@ -418,7 +420,7 @@ def train(
     weights = class_weight_vector(train, classes) if config.class_weights else None
     train_ds = make_dataset(
         train, classes, image_size=config.image_size, batch_size=config.batch_size, training=True,
-        seed=config.seed, augment=config.augment, rotation=config.rotation, class_weights=weights, cache=cache,
+        seed=config.seed, augment=config.augment, rotation=config.rotation, zoom=config.zoom, class_weights=weights, cache=cache,
     )
     val_ds = None
     if val:

@@ -1,0 +1,532 @@
+"""Inference throughput: the serving model alone, the inference queue, Keras, memory, end to end.
+
+    .venv/bin/python benchmarks/inference_throughput.py                      # everything, ~6-10 min
+    .venv/bin/python benchmarks/inference_throughput.py --no-formats --e2e-listings 0   # the core numbers
+
+In ONE run on this machine:
+
+1. **raw**: the serving model's photos/s at batch ``--batch`` in one process (``ServingModel.predict`` on
+   decoded images in memory), loaded exactly as the worker loads it (``inference.load_serving_model``:
+   the measured-faster format, ``inference_threads``). InceptionV3 at 224 px with RANDOM weights (no
+   ImageNet download here; speed does not depend on the weights), 100 classes, exported to int8
+   dynamic-range LiteRT. Measured before and after the queue run; their mean is the reference.
+2. **queue**: steady-state photos/s through real Celery: a separate ``celery -A workers worker -Q
+   inference -P prefork -c 1`` process, Redis, PostgreSQL (a scratch database, dropped afterwards).
+   ``--photos`` pending rows inserted in bulk (3 per listing), pre-normalized JPEGs on disk (at the
+   model's input size, ``--photo-side``), one message per batch of ``--batch``. Steady state: the photos
+   of batches 2..n over the time between the first and last batch's commit (the worker stamps each
+   batch), so the model load and the first message are left out (shown separately as "cold").
+3. **keras**: ``keras.Model.predict`` of the same InceptionV3 (float32) at the same batch, vs raw.
+4. **memory**: peak RSS of the inference worker's process tree (parent + child, sampled every 50 ms,
+   shared pages counted in each process, so an upper bound), and the child's own peak.
+5. **e2e**: listings/s from ``discovery.crawl`` to every crawled listing with photos tagged, against the
+   sandbox marketplace (``autodetect.sandbox``) on loopback, with all five queues as separate worker
+   processes (as tests/integration/conftest.py starts them), the InceptionV3 version active. Beside it,
+   the model-only limit: raw photos/s divided by the unique photos predicted per listing.
+6. **formats** (``--formats``, default on): LiteRT int8 vs ONNX Runtime (float32, tf2onnx) photos/s at
+   the batch size for inception_v3, mobilenet_v3_small and compact_cnn, the basis of
+   ``inference.MEASURED_FASTEST``.
+
+Models are built and exported once into ``--work`` (reused by later runs). The machine is shared: read
+the ratios, which are measured within one run. Exit status 1 when a goal is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+from sqlalchemy import create_engine, func, insert, select, text  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
+
+GOALS = {"queue_ratio": 0.90, "keras_speedup": 3.0, "worker_rss_mb": 500.0}
+NUM_CLASSES = 100
+
+
+# --- models --------------------------------------------------------------------------------------
+def ensure_bundle(work: Path, backbone: str, size: int, formats: tuple[str, ...]) -> Path:
+    """``work/models/<backbone>-<size>``: model.keras + the requested serving files + labels.json."""
+    from autodetect.model.bundle import FILES, save_labels
+
+    directory = work / "models" / f"{backbone}-{size}"
+    directory.mkdir(parents=True, exist_ok=True)
+    keras_path = directory / FILES["keras"]
+    if not keras_path.exists():
+        from autodetect.model.backbones import build_classifier
+
+        print(f"building {backbone} at {size} px (random weights) ...", flush=True)
+        build_classifier(backbone, NUM_CLASSES, size, weights="none").save(keras_path)
+    for fmt in formats:
+        if not (directory / FILES[fmt]).exists():
+            from autodetect.model.export import export_onnx, export_tflite
+
+            print(f"exporting {backbone} to {fmt} ...", flush=True)
+            t = time.perf_counter()
+            if fmt == "tflite":
+                export_tflite(keras_path, directory / FILES[fmt], quantize="dynamic")
+            else:
+                _quiet(lambda: export_onnx(keras_path, directory / FILES[fmt]))
+            print(f"  {time.perf_counter() - t:.0f} s", flush=True)
+    save_labels(directory, [f"class {i:03d}" for i in range(NUM_CLASSES)], backbone=backbone, image_size=size)
+    return directory
+
+
+def _quiet(fn):
+    """tf2onnx's optimizer prints recoverable tracebacks; keep them out of the report."""
+    import logging
+
+    level = logging.getLogger("tf2onnx").level
+    logging.getLogger("tf2onnx").setLevel(logging.ERROR)
+    try:
+        return fn()
+    finally:
+        logging.getLogger("tf2onnx").setLevel(level)
+
+
+def throughput(predict, batch: np.ndarray, seconds: float) -> float:
+    """photos/s of ``predict(batch)`` over about ``seconds`` (after one warm-up call)."""
+    predict(batch)
+    n, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds or n == 0:
+        predict(batch)
+        n += len(batch)
+    return n / (time.perf_counter() - started)
+
+
+def random_batch(n: int, size: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+
+
+def version_row(bundle: Path, name: str = "v1", directory: str | None = None):
+    from autodetect.storage import ModelVersion
+
+    info = json.loads((bundle / "labels.json").read_text())
+    return ModelVersion(name=name, backbone=info["backbone"], image_size=info["image_size"], classes=info["classes"],
+                        metrics={}, artifacts={"dir": directory or f"models/{name}"}, status="active", promoted_at=datetime.utcnow())
+
+
+def install_version(settings, bundle: Path) -> None:
+    """The bundle's serving files as the active version ``v1`` of ``settings``' database."""
+    from autodetect.db import session_scope
+
+    target = settings.data_dir / "models" / "v1"
+    target.mkdir(parents=True, exist_ok=True)
+    for name in ("labels.json", "model.tflite", "model.onnx"):
+        if (bundle / name).exists():
+            shutil.copyfile(bundle / name, target / name)
+    with session_scope(settings) as s:
+        s.add(version_row(bundle))
+
+
+def serving_model(settings, bundle: Path):
+    """The serving model exactly as a worker loads it."""
+    from autodetect.inference import load_serving_model
+
+    return load_serving_model(settings, version_row(bundle, directory=str(bundle.relative_to(settings.data_dir))))
+
+
+# --- infrastructure ------------------------------------------------------------------------------
+@contextmanager
+def scratch_postgres(url: str) -> Iterator[str]:
+    name = f"autodetect_bench_inf_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        from autodetect.db import engine_for
+
+        engine_for.cache_clear()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def worker_env(values: dict) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTODETECT_")}
+    env.update({f"AUTODETECT_{k.upper()}": json.dumps(v) if isinstance(v, list) else str(v) for k, v in values.items()})
+    env["PYTHONPATH"] = str(ROOT)
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    return env
+
+
+def spawn_worker(queue: str, env: dict, logs: Path, *, pool: str, concurrency: int, prefetch: int = 1):
+    log = open(logs / f"{queue}.log", "wb")  # noqa: SIM115 - closed with the process
+    return subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", queue, "-P", pool, "-c", str(concurrency),
+         "--prefetch-multiplier", str(prefetch), "-n", f"{queue}@bench", "-l", "WARNING", "--without-gossip",
+         "--without-mingle", "--without-heartbeat"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop(procs) -> None:
+    for p in procs:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+
+
+def _children() -> dict[int, list[int]]:
+    tree: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            tree.setdefault(ppid, []).append(int(entry))
+    return tree
+
+
+def _status_kb(pid: int, field: str) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class MemorySampler(threading.Thread):
+    """Peak RSS of a process tree (sum) and of its largest process, sampled every ``interval`` s."""
+
+    def __init__(self, pid: int, interval: float = 0.05):
+        super().__init__(daemon=True)
+        self.pid, self.interval = pid, interval
+        self.peak_tree_kb = self.peak_proc_kb = self.processes = 0
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            tree, pids, todo = _children(), [], [self.pid]
+            while todo:
+                pid = todo.pop()
+                pids.append(pid)
+                todo += tree.get(pid, [])
+            rss = [_status_kb(p, "VmRSS") for p in pids]
+            self.peak_tree_kb = max(self.peak_tree_kb, sum(rss))
+            self.peak_proc_kb = max(self.peak_proc_kb, max(rss, default=0))
+            self.processes = max(self.processes, len(pids))
+            self._halt.wait(self.interval)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join()
+
+
+def jpeg_photos(n: int, side: int, seed: int = 0) -> list[bytes]:
+    """Smooth synthetic photos (upsampled noise plus grain), JPEG quality 90: compress like photos do."""
+    from PIL import Image as PILImage
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        small = PILImage.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).resize((side, side),
+                                                                                           PILImage.BICUBIC)
+        a = np.clip(np.asarray(small, np.int16) + rng.integers(-12, 12, (side, side, 3)), 0, 255).astype(np.uint8)
+        buf = io.BytesIO()
+        PILImage.fromarray(a).save(buf, "JPEG", quality=90)
+        out.append(buf.getvalue())
+    return out
+
+
+def wait_until(predicate, timeout: float, what: str, procs=(), poll: float = 0.25):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        for p in procs:
+            if p.poll() is not None:
+                raise RuntimeError(f"a worker exited ({p.returncode}) while waiting for {what}")
+        time.sleep(poll)
+    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+# --- the measurements ----------------------------------------------------------------------------
+def measure_queue(args, bundle: Path, work: Path) -> dict:
+    from autodetect.db import session_scope, upgrade
+    from autodetect.images.store import ImageStore
+    from autodetect.settings import configure
+    from autodetect.storage import Image, Listing, Prediction
+
+    with scratch_postgres(args.pg) as url:
+        data = work / "queue-data"
+        shutil.rmtree(data, ignore_errors=True)
+        values = {"data_dir": str(data), "database_url": url, "broker_url": args.redis_queue,
+                  "inference_batch_size": args.batch, "inference_batch_wait_s": 0.2, "stale_after_s": 3600,
+                  "inference_threads": args.threads}
+        settings = configure(**values)
+        upgrade(settings)
+        install_version(settings, bundle)
+        store = ImageStore(data / "images", fsync=False)
+        keys = [store.put(b, kind="normalized", ext="jpg").key for b in jpeg_photos(64, args.photo_side)]
+        per_listing = 3
+        n_listings = -(-args.photos // per_listing)
+        with session_scope(settings) as s:
+            s.execute(insert(Listing), [{"id": i + 1, "source": "bench", "external_id": str(i), "title": f"car {i}",
+                                         "issues": [], "raw": {}} for i in range(n_listings)])
+            s.execute(insert(Image), [{"listing_id": i // per_listing + 1, "position": i % per_listing,
+                                       "url": f"http://bench/{i}.jpg", "stage": "inference", "state": "pending",
+                                       "normalized_key": keys[i % len(keys)]} for i in range(args.photos)])
+            ids = list(s.scalars(select(Image.id).order_by(Image.id)))
+        import redis
+
+        redis.Redis.from_url(args.redis_queue).flushdb()
+        logs = work / "logs"
+        logs.mkdir(exist_ok=True)
+        worker = spawn_worker("inference", worker_env(values), logs, pool="prefork", concurrency=1)
+        sampler = MemorySampler(worker.pid)
+        sampler.start()
+        from workers.app import make_app
+
+        app = make_app()
+        try:
+            wait_until(lambda: app.control.ping(timeout=0.5), 90, "the inference worker", [worker], poll=0.1)
+            sent = time.time()
+            with app.producer_or_acquire() as producer:
+                for i in ids[:: args.batch]:  # what workers.dispatch sends: one message per batch
+                    app.send_task("inference.predict", args=(i,), producer=producer)
+
+            def finished():
+                with session_scope(settings) as s:
+                    return s.scalar(select(func.count()).select_from(Prediction)) >= len(ids)
+            wait_until(finished, 1800, "the queue to drain", [worker])
+        finally:
+            sampler.stop()
+            stop([worker])
+            app.close()
+        with session_scope(settings) as s:
+            batches = s.execute(select(Prediction.created_at, func.count()).group_by(Prediction.created_at)
+                                .order_by(Prediction.created_at)).all()
+            left = s.scalar(select(func.count()).select_from(Image).where(Image.state != "done"))
+        from autodetect.db import engine_for
+
+        engine_for(url).dispose()
+    times = [t.replace(tzinfo=None) for t, _ in batches]
+    steady = sum(n for _, n in batches[1:]) / (times[-1] - times[0]).total_seconds()
+    cold = len(ids) / (times[-1] - datetime.utcfromtimestamp(sent)).total_seconds()
+    return {"photos": len(ids), "batches": len(batches), "batch_sizes": sorted({n for _, n in batches}),
+            "steady": steady, "cold": cold, "not_done": left,
+            "rss_tree_mb": sampler.peak_tree_kb / 1024, "rss_child_mb": sampler.peak_proc_kb / 1024,
+            "processes": sampler.processes}
+
+
+def measure_e2e(args, bundle: Path, work: Path) -> dict:
+    from autodetect.db import engine_for, session_scope, upgrade
+    from autodetect.sandbox.marketplace import Marketplace
+    from autodetect.sandbox.server import SandboxServer
+    from autodetect.settings import configure
+    from autodetect.storage import Image, Listing, ListingPrediction, Prediction
+    from workers.queues import QUEUE_NAMES, queue_specs
+
+    market = Marketplace(listings=args.e2e_listings, models=10, seed=3)
+    with SandboxServer(market) as server, scratch_postgres(args.pg) as url:
+        data = work / "e2e-data"
+        shutil.rmtree(data, ignore_errors=True)
+        values = {"data_dir": str(data), "database_url": url, "broker_url": args.redis_e2e, "source": "sandbox",
+                  "marketplace_url": server.url, "download_allow_hosts": [server.url.split("//")[1]],
+                  "inference_batch_size": args.batch, "inference_batch_wait_s": 0.2, "inference_threads": args.threads,
+                  "retrain_min_new_photos": 10**9, "retrain_min_new_share": 1000.0, "crawl_interval_s": 3600,
+                  "stale_after_s": 120}
+        settings = configure(**values)
+        upgrade(settings)
+        install_version(settings, bundle)
+        import redis
+
+        redis.Redis.from_url(args.redis_e2e).flushdb()
+        logs = work / "logs-e2e"
+        logs.mkdir(exist_ok=True)
+        specs = queue_specs(settings)
+        env = worker_env(values)
+        procs = [spawn_worker(q, env, logs, pool=specs[q].pool, concurrency={"download": 8}.get(q, 1),
+                              prefetch=specs[q].prefetch) for q in QUEUE_NAMES]
+        from workers.app import make_app
+
+        app = make_app()
+        try:
+            wait_until(lambda: len(app.control.ping(timeout=1.0)) >= len(QUEUE_NAMES), 120, "five workers", procs)
+            started = datetime.utcnow()
+            app.send_task("discovery.crawl")
+
+            def settled():
+                with session_scope(settings) as s:
+                    listings = s.scalar(select(func.count()).select_from(Listing))
+                    images = s.scalar(select(func.count()).select_from(Image))
+                    busy = s.scalar(select(func.count()).select_from(Image).where(Image.state.in_(("pending", "running"))))
+                    with_photos = s.scalar(select(func.count(func.distinct(Image.listing_id))).where(Image.state == "done"))
+                    tagged = s.scalar(select(func.count()).select_from(ListingPrediction))
+                return listings >= len(market) and images > 0 and busy == 0 and tagged == with_photos
+            wait_until(settled, 1800, "the pipeline to settle", procs, poll=0.5)
+        finally:
+            stop(procs)
+            app.close()
+        with session_scope(settings) as s:
+            end = s.scalar(select(func.max(ListingPrediction.updated_at)))
+            tagged = s.scalar(select(func.count()).select_from(ListingPrediction))
+            predictions = s.scalar(select(func.count()).select_from(Prediction))
+            photos = s.scalar(select(func.count()).select_from(Image))
+            failed = s.scalar(select(func.count()).select_from(Image).where(Image.state == "failed"))
+        engine_for(url).dispose()
+    seconds = (end - started).total_seconds()
+    return {"listings": len(market), "tagged": tagged, "photos": photos, "predictions": predictions, "failed": failed,
+            "seconds": seconds, "rate": tagged / seconds, "photos_per_listing": predictions / max(1, tagged)}
+
+
+def compare_formats(args, work: Path) -> list[dict]:
+    from autodetect.model.runtime import ServingModel
+
+    rows = []
+    for backbone, size in (("inception_v3", 224), ("mobilenet_v3_small", 224), ("compact_cnn", 64)):
+        bundle = ensure_bundle(work, backbone, size, ("tflite", "onnx"))
+        x = random_batch(args.batch, size, seed=2)
+        rates: dict[str, list[float]] = {"tflite": [], "onnx": []}
+        for _ in range(2):  # alternate, so that both see the same machine
+            for fmt in ("tflite", "onnx"):
+                model = ServingModel.load(bundle / f"model.{fmt}", num_threads=args.threads or None)
+                rates[fmt].append(throughput(model.predict, x, args.seconds / 2))
+                del model
+        lite, onnx = (sum(v) / len(v) for v in rates.values())
+        rows.append({"backbone": backbone, "size": size, "tflite": lite, "onnx": onnx,
+                     "faster": "tflite" if lite >= onnx else "onnx",
+                     "tflite_mb": (bundle / "model.tflite").stat().st_size / 2**20,
+                     "onnx_mb": (bundle / "model.onnx").stat().st_size / 2**20})
+    return rows
+
+
+def decode_cost(side: int, size: int, n: int = 64) -> float:
+    """ms per photo for ``runtime.load_image`` of a ``side``-px JPEG to ``size`` px."""
+    from autodetect.model.runtime import load_image
+
+    photos = jpeg_photos(n, side, seed=5)
+    load_image(photos[0], size)
+    started = time.perf_counter()
+    for p in photos:
+        load_image(p, size)
+    return (time.perf_counter() - started) / n * 1000
+
+
+# --- main ----------------------------------------------------------------------------------------
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--photos", type=int, default=640, help="pending rows for the queue run")
+    parser.add_argument("--photo-side", type=int, default=224, help="side of the pre-normalized JPEGs")
+    parser.add_argument("--seconds", type=float, default=12.0, help="per raw/Keras measurement")
+    parser.add_argument("--threads", type=int, default=0, help="inference_threads (0: the runtime's default)")
+    parser.add_argument("--e2e-listings", type=int, default=150, help="0: skip the end-to-end run")
+    parser.add_argument("--formats", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--pg", default="postgresql+psycopg2://postgres:postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--redis-queue", default="redis://127.0.0.1:6379/13")
+    parser.add_argument("--redis-e2e", default="redis://127.0.0.1:6379/14")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/autodetect-bench-inference"))
+    args = parser.parse_args()
+    work = args.work.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    from autodetect.settings import configure
+
+    started = time.perf_counter()
+    bundle = ensure_bundle(work, "inception_v3", 224, ("tflite",))
+    settings = configure(data_dir=work, inference_threads=args.threads, inference_batch_size=args.batch)
+    served = serving_model(settings, bundle)
+    x = random_batch(args.batch, 224)
+
+    import keras
+
+    kmodel = keras.models.load_model(bundle / "model.keras", compile=False)
+    keras_rates, raw_rates = [], []
+    for _ in range(2):  # alternate Keras and the serving runtime: both see the same machine
+        keras_rates.append(throughput(lambda b: kmodel.predict(b.astype(np.float32), batch_size=args.batch,
+                                                               verbose=0), x, args.seconds / 2))
+        raw_rates.append(throughput(served.predict, x, args.seconds / 2))
+    del kmodel
+    keras_rate = sum(keras_rates) / 2
+    print(f"keras {keras_rates}  serving {raw_rates}", flush=True)
+
+    queue = measure_queue(args, bundle, work)
+    raw_after = throughput(served.predict, x, args.seconds)
+    raw = (sum(raw_rates) / 2 + raw_after) / 2
+    print(f"queue {queue}  raw after {raw_after:.1f}", flush=True)
+    e2e = measure_e2e(args, bundle, work) if args.e2e_listings else None
+    formats = compare_formats(args, work) if args.formats else []
+    decode = {side: decode_cost(side, 224) for side in (224, 512)}
+
+    rows: list[tuple[str, str, str, bool | None]] = []
+    ratio = queue["steady"] / raw
+    speedup = raw / keras_rate
+    rows.append((f"raw: serving model, {served.format} int8, batch {args.batch}, one process",
+                 f"{raw:.1f} photos/s (before {sum(raw_rates) / 2:.1f}, after {raw_after:.1f})", "reference", None))
+    rows.append(("queue: steady state, Celery prefork -c 1 + Redis + PostgreSQL",
+                 f"{queue['steady']:.1f} photos/s = {ratio:.0%} of raw", f">= {GOALS['queue_ratio']:.0%} of raw",
+                 ratio >= GOALS["queue_ratio"]))
+    rows.append(("queue: cold (from the first message, model load included)", f"{queue['cold']:.1f} photos/s",
+                 "-", None))
+    rows.append(("Keras predict, float32, same batch", f"{keras_rate:.1f} photos/s; serving is {speedup:.1f}x",
+                 f">= {GOALS['keras_speedup']:.0f}x", speedup >= GOALS["keras_speedup"]))
+    rows.append((f"inference worker peak RSS, process tree ({queue['processes']} processes)",
+                 f"{queue['rss_tree_mb']:.0f} MB (largest process {queue['rss_child_mb']:.0f} MB)",
+                 f"<= {GOALS['worker_rss_mb']:.0f} MB", queue["rss_tree_mb"] <= GOALS["worker_rss_mb"]))
+    if e2e:
+        limit = raw / e2e["photos_per_listing"]
+        rows.append((f"end to end: {e2e['tagged']} sandbox listings, five queues",
+                     f"{e2e['rate']:.2f} listings/s ({e2e['seconds']:.0f} s)",
+                     f"model-only limit {limit:.2f} listings/s ({e2e['photos_per_listing']:.2f} photos/listing)", None))
+    rows.append(("decode: runtime.load_image to 224 px, ms/photo", f"{decode[224]:.2f} (224-px JPEG), "
+                 f"{decode[512]:.2f} (512-px JPEG)", "-", None))
+
+    print(f"\nInceptionV3 at 224 px, RANDOM weights (speed does not depend on them), {NUM_CLASSES} classes, "
+          f"int8 dynamic-range LiteRT; {os.cpu_count()} CPUs (shared); inference_threads={args.threads or 'default'}; "
+          f"{queue['photos']} photos in {queue['batches']} batches (sizes {queue['batch_sizes']}), "
+          f"{args.photo_side}-px JPEGs; {queue['not_done']} rows not done\n")
+    print("| measure | result | goal | |")
+    print("|---|---|---|---|")
+    ok = True
+    for what, value, goal, met in rows:
+        ok &= met is not False
+        print(f"| {what} | {value} | {goal} | {'' if met is None else 'ok' if met else 'MISSED'} |")
+    if e2e:
+        print(f"\nend to end: {e2e['listings']} listings, {e2e['photos']} photos, {e2e['predictions']} predicted "
+              f"(unique), {e2e['failed']} failed (the sandbox's bad input)")
+    if formats:
+        print(f"\nserving formats, photos/s at batch {args.batch} (LiteRT int8 dynamic-range vs ONNX Runtime float32)\n")
+        print("| backbone | size | LiteRT | ONNX Runtime | faster | LiteRT MB | ONNX MB |")
+        print("|---|---|---|---|---|---|---|")
+        for r in formats:
+            print(f"| {r['backbone']} | {r['size']} | {r['tflite']:.1f} | {r['onnx']:.1f} | {r['faster']} "
+                  f"({max(r['tflite'], r['onnx']) / min(r['tflite'], r['onnx']):.1f}x) | {r['tflite_mb']:.1f} | "
+                  f"{r['onnx_mb']:.1f} |")
+    print(f"\ntotal {time.perf_counter() - started:.0f} s")
+    (work / "results.json").write_text(json.dumps({"raw": raw, "raw_before": raw_rates, "raw_after": raw_after,
+                                                   "keras": keras_rate, "queue": queue, "e2e": e2e,
+                                                   "formats": formats, "decode_ms": decode}, indent=2, default=str))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
