@@ -1,43 +1,76 @@
-"""Dedup stage: exact duplicates by sha256, near duplicates by a 64-bit perceptual hash.
+"""Dedup stage: exact duplicates by sha256, near duplicates by a 64-bit perceptual hash, confirmed on
+the pixels.
 
-Near duplicates are found by multi-index hashing in the database: the hash is split into four
-16-bit chunks, each with its own index. Two hashes within Hamming distance ``t`` agree within
-``t // 4`` bits on at least one chunk (pigeonhole), so the candidates are the rows whose chunk i lies
-within that radius of the query's chunk i, for some i; each candidate's full distance is verified.
-That touches a few hundred index entries instead of scanning every hash.
+**Candidates** come from multi-index hashing in the database: the hash is split into four 16-bit
+chunks, each with its own index ``(phash_cN, phash)``. Two hashes within Hamming distance ``t`` agree
+within ``t // 4`` bits on at least one chunk (pigeonhole; see :func:`index_plan` for the refinement
+that lets the most crowded chunk use one bit less), so the candidates are the rows whose chunk i lies
+within that radius of the query's chunk i, for some i; each candidate's full distance is verified
+(inside the index on PostgreSQL). That touches a few thousand index entries instead of scanning every
+hash.
+
+pHash is a global, low-frequency description: re-encoding, resizing and brightness change it by a
+few bits, but a crop of a few percent per edge zooms and shifts the whole picture and moves it by up
+to 16 bits, as far as unrelated photos of the same model in the same setting can be. So the query
+**probes** the index with three hashes: the photo's own, the photo padded by
+``settings.dedup_probe_margin`` per edge (edge pixels repeated: undoes the zoom of a crop when the
+original is already stored) and the photo's centre with that margin cut off (when the crop came
+first). With them, crops land within a few bits like the other copies.
+
+**Verification**: 64 bits cannot tell every near-identical pair of distinct photos apart (template
+interiors, one model in one setting), so every hash candidate is confirmed on the two stored
+normalized photos: the crop that best aligns one with the other is searched (whole photo against
+crops of up to ``_MAX_CROP`` per edge of the other, both ways), each colour channel is fitted by gain
+and offset (brightness and contrast changes), and the candidate is a duplicate when the remaining
+RMS difference is at most ``settings.dedup_max_residual`` grey levels. A copy stays within ~8 levels
+(JPEG noise, resampling, clipped highlights); distinct photos are 14 or more apart.
 
 Decisions are serialized (an advisory lock on PostgreSQL, a process lock on embedded SQLite), so an
 image is only ever compared with originals decided before it: duplicates always point at an
-original, never at another duplicate."""
+original, never at another duplicate. The slow part, verification, runs before the lock against the
+candidates found then; under the lock the lookup is repeated and only originals decided in between
+are verified there."""
 
 from __future__ import annotations
 
+import io
+import logging
 import threading
-from functools import cache
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cache, lru_cache
 from itertools import combinations
 
+import numpy as np
+from PIL import Image as PILImage
 from sqlalchemy import or_, select, text, update
 from sqlalchemy.orm import Session
 
 from autodetect.db import is_postgres, session_scope
-from autodetect.images.decode import hamming
+from autodetect.images.decode import hamming, perceptual_hash
+from autodetect.images.store import ImageStore
 from autodetect.inference import refresh_listing_predictions
 from autodetect.pipeline import Dispatch
 from autodetect.settings import Settings
 from autodetect.storage import Image, Listing, Stage, State, utcnow
+
+log = logging.getLogger(__name__)
 
 CHUNKS = 4
 CHUNK_BITS = 16
 #: Chunks from the least to the most crowded. pHash's top chunk holds the lowest frequencies (and the
 #: DC bit, almost always 1), so its values cluster most; it gets the smaller radius when there is a choice.
 _CHUNK_ORDER = (0, 1, 2, 3)
+_DEDUP_LOCK_KEY = 0x0AD7D0D0  # pg_advisory_xact_lock key for dedup decisions
+_embedded_lock = threading.Lock()
+_ORIGINAL_STAGES = (Stage.inference.value, Stage.done.value)
 
+
+# --- the index -------------------------------------------------------------------------------------
 
 def index_plan(threshold: int) -> list[tuple[int, int]]:
-    """``[(chunk, radius)]`` to probe for hashes within ``threshold`` bits (chunks with radius -1 are not
+    """``[(chunk, radius)]`` to probe for hashes within ``threshold`` bits (a chunk with radius -1 is not
     probed at all).
 
     Pigeonhole, refined: with ``threshold = 4 r + a`` (0 <= a < 4), two hashes within the threshold
@@ -48,9 +81,6 @@ def index_plan(threshold: int) -> list[tuple[int, int]]:
         return []
     r, a = divmod(threshold, CHUNKS)
     return [(chunk, r if k <= a else r - 1) for k, chunk in enumerate(_CHUNK_ORDER)]
-_DEDUP_LOCK_KEY = 0x0AD7D0D0  # pg_advisory_xact_lock key for dedup decisions
-_embedded_lock = threading.Lock()
-_ORIGINAL_STAGES = (Stage.inference.value, Stage.done.value)
 
 
 @cache
@@ -71,45 +101,55 @@ def phash_chunks(value: int) -> dict[str, int]:
     return {f"phash_c{i}": (unsigned >> (CHUNK_BITS * i)) & 0xFFFF for i in range(CHUNKS)}
 
 
-def near_candidates(session: Session, phash: int, threshold: int, *, exclude_id: int | None = None):
-    """Originals whose perceptual hash is within ``threshold`` bits: ``[(distance, id)]`` nearest first
-    (ties by id, so the oldest original wins)."""
+def near_candidates(session: Session, phash: int, threshold: int, *, exclude_id: int | None = None,
+                    probes: Sequence[int] = ()) -> list[tuple[int, int]]:
+    """Originals whose perceptual hash is within ``threshold`` bits of ``phash`` (or of any of the
+    extra ``probes``): ``[(distance, id)]`` nearest first, ties by id (the oldest original first); the
+    distance is the smallest over the probes."""
+    queries = list(dict.fromkeys([phash, *probes]))
     plan = [(i, r) for i, r in index_plan(threshold) if r >= 0]
     if not plan:
         return []
-    chunks = phash_chunks(phash)
-    probes = {i: chunk_neighbours(chunks[f"phash_c{i}"], r) for i, r in plan}
     if is_postgres(session):
-        rows = _near_postgres(session, phash, threshold, probes, exclude_id)
+        rows = _near_postgres(session, queries, threshold, plan, exclude_id)
     else:
-        cols = {i: getattr(Image, f"phash_c{i}") for i in probes}
-        cond = or_(*(cols[i].in_(values) for i, values in probes.items()))
-        query = select(Image.id, Image.phash).where(cond, Image.duplicate_of_id.is_(None),
+        conds = []
+        for q in queries:
+            chunks = phash_chunks(q)
+            conds += [getattr(Image, f"phash_c{i}").in_(chunk_neighbours(chunks[f"phash_c{i}"], r)) for i, r in plan]
+        query = select(Image.id, Image.phash).where(or_(*conds), Image.duplicate_of_id.is_(None),
                                                     Image.stage.in_(_ORIGINAL_STAGES),
                                                     Image.state != State.failed.value)
         if exclude_id is not None:
             query = query.where(Image.id != exclude_id)
         rows = session.execute(query).all()
-    found = {(hamming(phash, h), i) for i, h in rows if h is not None}
+    found = {(min(hamming(q, h) for q in queries), i) for i, h in rows if h is not None}
     return sorted(d_i for d_i in found if d_i[0] <= threshold)
 
 
-def _near_postgres(session: Session, phash: int, threshold: int, probes: dict[int, list[int]],
+def _near_postgres(session: Session, queries: list[int], threshold: int, plan: list[tuple[int, int]],
                    exclude_id: int | None):
-    """On PostgreSQL the distance is verified inside the index: each ``(phash_cN, phash)`` index is
+    """On PostgreSQL the distance is checked inside the index: each ``(phash_cN, phash)`` index is
     probed for the chunk's neighbours and its entries filtered by ``bit_count`` on the index tuple (an
     index-only scan: no table row is read for the thousands of chunk matches that are too far); only
     the few hashes within the threshold are then joined back to their rows for the stage filters."""
-    params: dict[str, object] = {"q": phash, "t": threshold, **{f"a{i}": v for i, v in probes.items()}}
+    params: dict[str, object] = {"t": threshold}
+    for k, q in enumerate(queries):
+        chunks = phash_chunks(q)
+        params[f"q{k}"] = q
+        for i, r in plan:
+            params[f"a{k}_{i}"] = chunk_neighbours(chunks[f"phash_c{i}"], r)
     if exclude_id is not None:
         params["x"] = exclude_id
-    return session.execute(_postgres_query(tuple(probes), exclude_id is not None), params).all()
+    sql = _postgres_query(len(queries), tuple(i for i, _ in plan), exclude_id is not None)
+    return session.execute(sql, params).all()
 
 
 @cache
-def _postgres_query(chunks: tuple[int, ...], exclude: bool):
-    parts = [f"SELECT phash FROM images WHERE phash_c{i} = ANY(CAST(:a{i} AS integer[])) "
-             f"AND bit_count(CAST(phash # CAST(:q AS bigint) AS bit(64))) <= :t" for i in chunks]
+def _postgres_query(n_queries: int, chunks: tuple[int, ...], exclude: bool):
+    parts = [f"SELECT phash FROM images WHERE phash_c{i} = ANY(CAST(:a{k}_{i} AS integer[])) "
+             f"AND bit_count(CAST(phash # CAST(:q{k} AS bigint) AS bit(64))) <= :t"
+             for k in range(n_queries) for i in chunks]
     # LATERAL with OFFSET 0 (which keeps the planner from flattening it into a hash join over the
     # whole table): one index probe per hit, as the planner cannot know how few pass ``bit_count``.
     return text(f"WITH hits AS ({' UNION '.join(parts)}) "
@@ -119,6 +159,148 @@ def _postgres_query(chunks: tuple[int, ...], exclude: bool):
                 "AND i.duplicate_of_id IS NULL AND i.stage IN ('inference', 'done') AND i.state <> 'failed'"
                 f"{' AND i.id <> :x' if exclude else ''} OFFSET 0) r")
 
+
+# --- probes ----------------------------------------------------------------------------------------
+
+def probe_hashes(img: PILImage.Image, margin: float) -> list[int]:
+    """The extra hashes a photo probes the index with: the photo padded by ``margin`` of its size per
+    edge (edge pixels repeated) and its centre with ``margin`` cut off per edge. Empty when ``margin``
+    is 0 or the photo too small."""
+    w, h = img.size
+    dx, dy = round(w * margin), round(h * margin)
+    if margin <= 0 or dx < 1 or dy < 1 or w <= 4 * dx or h <= 4 * dy:
+        return []
+    rgb = np.asarray(img.convert("RGB"))
+    padded = PILImage.fromarray(np.pad(rgb, ((dy, dy), (dx, dx), (0, 0)), mode="edge"))
+    centre = img.crop((dx, dy, w - dx, h - dy))
+    return [perceptual_hash(padded), perceptual_hash(centre)]
+
+
+# --- verification ----------------------------------------------------------------------------------
+
+_MAX_CROP = 0.08  # per edge, what the alignment search allows (the sandbox crops at most 6%)
+_WORK_W = 128  # working width of the fine comparison (colour)
+_COARSE_W = 64  # working width of the coarse alignment search (grey)
+_FINE = (64, 48)  # comparison grid (x, y)
+_COARSE = (24, 18)
+_COARSE_STEPS = np.linspace(0.0, _MAX_CROP, 5)
+_REFINE_STEPS = (0.01, 0.005, 0.0025)
+_GREY = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+class Thumb:
+    """A photo prepared for verification: small colour and grey float arrays."""
+
+    def __init__(self, img: PILImage.Image):
+        img = img.convert("RGB")
+        h = max(8, round(img.height * _WORK_W / img.width))
+        self.rgb = np.asarray(img.resize((_WORK_W, h), PILImage.Resampling.BOX), dtype=np.float32)
+        hc = max(8, round(img.height * _COARSE_W / img.width))
+        small = np.asarray(img.resize((_COARSE_W, hc), PILImage.Resampling.BOX), dtype=np.float32)
+        self.coarse = small @ _GREY
+        self.h, self.w = self.rgb.shape[:2]
+
+
+@lru_cache(maxsize=4096)
+def _interp(n_out: int, n_in: int, lo: float, hi: float) -> np.ndarray:
+    """Linear interpolation matrix (n_out x n_in) sampling the span [lo, hi] (fractions of n_in)."""
+    pos = (lo + (hi - lo) * (np.arange(n_out) + 0.5) / n_out) * n_in - 0.5
+    pos = np.clip(pos, 0, n_in - 1)
+    i0 = np.floor(pos).astype(int)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    f = (pos - i0).astype(np.float32)
+    m = np.zeros((n_out, n_in), dtype=np.float32)
+    np.add.at(m, (np.arange(n_out), i0), 1 - f)
+    np.add.at(m, (np.arange(n_out), i1), f)
+    return m
+
+
+@lru_cache(maxsize=64)
+def _coarse_mats(n_out: int, n_in: int) -> np.ndarray:
+    """Stacked interpolation matrices for every (low, high) cut of the coarse grid."""
+    return np.concatenate([_interp(n_out, n_in, float(lo), float(1 - hi))
+                           for lo in _COARSE_STEPS for hi in _COARSE_STEPS])
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    v = v - v.mean(axis=-1, keepdims=True)
+    return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-6)
+
+
+def _sample(t: Thumb, box: tuple[float, float, float, float]) -> np.ndarray:
+    """The region ``box`` = (left, top, right, bottom cut, as fractions) of ``t`` on the fine grid: (3, y*x)."""
+    left, top, right, bottom = box
+    fx, fy = _FINE
+    my = _interp(fy, t.h, round(top, 5), round(1 - bottom, 5))
+    mx = _interp(fx, t.w, round(left, 5), round(1 - right, 5))
+    rows = (my @ t.rgb.reshape(t.h, -1)).reshape(fy, t.w, 3).transpose(2, 0, 1)  # (3, fy, w)
+    return (rows @ mx.T).reshape(3, -1)
+
+
+def _coarse_align(whole: Thumb, other: Thumb) -> tuple[float, tuple[float, float, float, float]]:
+    """The coarse-grid crop of ``other`` that best matches all of ``whole`` (grey correlation)."""
+    cx, cy = _COARSE
+    a = _unit((_interp(cy, whole.coarse.shape[0], 0.0, 1.0) @ whole.coarse
+               @ _interp(cx, whole.coarse.shape[1], 0.0, 1.0).T).ravel())
+    my = _coarse_mats(cy, other.coarse.shape[0])  # (n*cy, h)
+    mx = _coarse_mats(cx, other.coarse.shape[1])  # (n*cx, w)
+    n = len(_COARSE_STEPS) ** 2
+    grid = (my @ other.coarse @ mx.T).reshape(n, cy, n, cx).transpose(0, 2, 1, 3).reshape(n * n, cy * cx)
+    scores = _unit(grid) @ a
+    k = int(np.argmax(scores))
+    iy, ix = divmod(k, n)
+    cuts = [(float(lo), float(hi)) for lo in _COARSE_STEPS for hi in _COARSE_STEPS]
+    (top, bottom), (left, right) = cuts[iy], cuts[ix]
+    return float(scores[k]), (left, top, right, bottom)
+
+
+def _refine(whole: Thumb, other: Thumb, box: tuple[float, float, float, float]):
+    """Coordinate ascent of the colour correlation over the four cuts; returns (box, target, region)."""
+    target = _sample(whole, (0.0, 0.0, 0.0, 0.0))
+    unit_target = _unit(target).ravel()
+
+    def score(b):
+        return float(_unit(_sample(other, b)).ravel() @ unit_target)
+
+    best, best_score = box, score(box)
+    for step in _REFINE_STEPS:
+        improved = True
+        while improved:
+            improved = False
+            for k in range(4):
+                for d in (-step, step):
+                    b = list(best)
+                    b[k] = min(_MAX_CROP + 0.02, max(0.0, b[k] + d))
+                    b = tuple(b)
+                    if b == best:
+                        continue
+                    s = score(b)
+                    if s > best_score + 1e-7:
+                        best, best_score, improved = b, s, True
+    return best, target, _sample(other, best)
+
+
+def residual(a: Thumb, b: Thumb) -> float:
+    """How far apart two photos are once aligned: the RMS (grey levels, 0-255) of the per-pixel worst
+    channel difference after the best crop of one to the other and a per-channel gain and offset fit."""
+    first = _coarse_align(a, b)
+    second = _coarse_align(b, a)
+    whole, other, box = (a, b, first[1]) if first[0] >= second[0] else (b, a, second[1])
+    _, target, region = _refine(whole, other, box)
+    diffs = []
+    for c in range(3):
+        x, y = region[c], target[c]
+        xm, ym = x.mean(), y.mean()
+        var = float(((x - xm) ** 2).sum())
+        gain = float(((x - xm) * (y - ym)).sum()) / var if var > 1e-6 else 0.0
+        if gain < 0:
+            return float("inf")  # a negative image is not a copy
+        diffs.append(y - (ym + gain * (x - xm)))
+    worst = np.abs(np.stack(diffs)).max(axis=0)
+    return float(np.sqrt((worst ** 2).mean()))
+
+
+# --- the stage -------------------------------------------------------------------------------------
 
 @contextmanager
 def _decision_lock(session: Session) -> Iterator[None]:
@@ -137,7 +319,73 @@ class DedupOutcome:
     distance: int | None = None
 
 
-def dedup_image(settings: Settings, image_id: int, dispatch: Dispatch) -> DedupOutcome:
+class _Verifier:
+    """Pixel verification of hash candidates against one query photo, with memoized answers."""
+
+    def __init__(self, settings: Settings, store: ImageStore, query: PILImage.Image | None):
+        self.settings = settings
+        self.store = store
+        self.query = Thumb(query) if query is not None else None
+        self.answers: dict[int, bool] = {}
+
+    def check(self, session: Session, candidate_id: int, distance: int, base_distance: int) -> bool:
+        if candidate_id not in self.answers:
+            self.answers[candidate_id] = self._check(session, candidate_id, distance, base_distance)
+        return self.answers[candidate_id]
+
+    def _check(self, session: Session, candidate_id: int, distance: int, base_distance: int) -> bool:
+        if not self.settings.dedup_verify:
+            return True
+        key = session.execute(select(Image.normalized_key).where(Image.id == candidate_id)).scalar_one_or_none()
+        other = _load(self.store, key)
+        if self.query is None or other is None:
+            # Nothing to look at: the hash decides, on the photo's own hash only.
+            log.warning("dedup: cannot verify candidate %s on pixels; deciding by hash distance", candidate_id)
+            return base_distance <= self.settings.dedup_hamming_threshold
+        return residual(self.query, Thumb(other)) <= self.settings.dedup_max_residual
+
+
+def _load(store: ImageStore, key: str | None) -> PILImage.Image | None:
+    if not key:
+        return None
+    try:
+        with PILImage.open(io.BytesIO(store.read(key))) as img:
+            return img.convert("RGB")
+    except (OSError, ValueError):
+        return None
+
+
+def _pick(session: Session, verifier: _Verifier, phash: int, candidates: list[tuple[int, int]]):
+    """The first candidate (nearest first) that passes verification: ``(id, distance)`` or None."""
+    if not candidates:
+        return None
+    base = {i: hamming(phash, h) for i, h in session.execute(
+        select(Image.id, Image.phash).where(Image.id.in_([i for _, i in candidates])))}
+    for distance, candidate_id in candidates:
+        if verifier.check(session, candidate_id, distance, base.get(candidate_id, 64)):
+            return candidate_id, distance
+    return None
+
+
+def dedup_image(settings: Settings, image_id: int, dispatch: Dispatch, *,
+                store: ImageStore | None = None) -> DedupOutcome:
+    """Decide whether photo ``image_id`` (stage dedup, pending) is a duplicate of an earlier original
+    (exact by sha256, or near: hash candidates verified on the pixels); move it on accordingly.
+    ``store`` holds the normalized photos (default: the data directory's image store)."""
+    store = store or ImageStore(settings.data_dir / "images", fsync=False)
+    threshold = settings.dedup_hamming_threshold
+    with session_scope(settings) as s:
+        image = s.get(Image, image_id)
+        if image is None or image.stage != Stage.dedup.value or image.state != State.pending.value:
+            return DedupOutcome("skipped")
+        phash, key = image.phash, image.normalized_key
+    photo = _load(store, key) if phash is not None else None
+    probes = probe_hashes(photo, settings.dedup_probe_margin) if photo is not None else []
+    verifier = _Verifier(settings, store, photo)
+    if phash is not None:  # verify what is there now, outside the lock
+        with session_scope(settings) as s:
+            _pick(s, verifier, phash, near_candidates(s, phash, threshold, exclude_id=image_id, probes=probes))
+
     with session_scope(settings) as s, _decision_lock(s):
         image = s.get(Image, image_id)
         if image is None or image.stage != Stage.dedup.value or image.state != State.pending.value:
@@ -145,16 +393,17 @@ def dedup_image(settings: Settings, image_id: int, dispatch: Dispatch) -> DedupO
         original_id, distance = None, None
         exact = s.execute(
             select(Image.id).where(Image.sha256 == image.sha256, Image.id != image.id,
-                                   Image.duplicate_of_id.is_(None),
-                                   Image.stage.in_((Stage.inference.value, Stage.done.value)),
+                                   Image.duplicate_of_id.is_(None), Image.stage.in_(_ORIGINAL_STAGES),
                                    Image.state != State.failed.value).order_by(Image.id).limit(1)
-        ).scalar_one_or_none()
+        ).scalar_one_or_none() if image.sha256 else None
         if exact is not None:
             original_id, distance = exact, 0
         elif image.phash is not None:
-            near = near_candidates(s, image.phash, settings.dedup_hamming_threshold, exclude_id=image.id)
-            if near:
-                distance, original_id = near[0]
+            # Again under the lock: originals decided since are verified here, the rest are memoized.
+            near = near_candidates(s, image.phash, threshold, exclude_id=image.id, probes=probes)
+            picked = _pick(s, verifier, image.phash, near)
+            if picked:
+                original_id, distance = picked
         if original_id is None:
             s.execute(update(Image).where(Image.id == image.id)
                       .values(stage=Stage.inference.value, state=State.pending.value, updated_at=utcnow()))

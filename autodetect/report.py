@@ -57,6 +57,7 @@ def build_summary(session: Session, settings: Settings) -> dict[str, Any]:
         ("tagged listings", str(tagged)),
         ("tagged listings agreeing with the seller's label", f"{correct} of {labelled_tagged}"),
         ("suspect listings (confident mismatch)", str(len(status["suspects"]))),
+        ("retraining trigger", (status["last_trigger"] or {}).get("reason", "did not fire")),
     ]
     confusion = (settings.data_dir / version.artifacts["dir"] / version.artifacts["confusion"]
                  if version and "confusion" in version.artifacts else None)

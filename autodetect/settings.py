@@ -56,7 +56,16 @@ class Settings(BaseSettings):
     normalized_max_side: int = 512
 
     # --- dedup ------------------------------------------------------------------------------
-    dedup_hamming_threshold: int = 10
+    #: Largest pHash distance (bits of 64) at which a stored original is a near-duplicate candidate for
+    #: any of a photo's probes (see ``autodetect.dedup``); 8 measured on the sandbox, see benchmarks/RESULTS.md.
+    dedup_hamming_threshold: int = 8
+    #: The extra probes: the photo padded by, and cropped by, this share of its size per edge (0: none).
+    dedup_probe_margin: float = 0.04
+    #: Confirm every hash candidate on the pixels (off: the hash alone decides).
+    dedup_verify: bool = True
+    #: Largest RMS difference (grey levels) of two aligned photos, after a per-channel gain and offset
+    #: fit, at which they are duplicates.
+    dedup_max_residual: float = 10.5
 
     # --- the model --------------------------------------------------------------------------
     backbone: str = "inception_v3"
