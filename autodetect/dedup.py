@@ -44,7 +44,7 @@ from itertools import combinations
 
 import numpy as np
 from PIL import Image as PILImage
-from sqlalchemy import or_, select, text, update
+from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
 from autodetect.db import is_postgres, session_scope
@@ -101,30 +101,61 @@ def phash_chunks(value: int) -> dict[str, int]:
     return {f"phash_c{i}": (unsigned >> (CHUNK_BITS * i)) & 0xFFFF for i in range(CHUNKS)}
 
 
+@dataclass(frozen=True)
+class Candidate:
+    """An original found near a query: its distance (the smallest over the probes), id, hash and
+    normalized photo."""
+
+    distance: int
+    id: int
+    phash: int
+    normalized_key: str | None
+
+
 def near_candidates(session: Session, phash: int, threshold: int, *, exclude_id: int | None = None,
                     probes: Sequence[int] = ()) -> list[tuple[int, int]]:
     """Originals whose perceptual hash is within ``threshold`` bits of ``phash`` (or of any of the
     extra ``probes``): ``[(distance, id)]`` nearest first, ties by id (the oldest original first); the
     distance is the smallest over the probes."""
-    queries = list(dict.fromkeys([phash, *probes]))
+    return [(c.distance, c.id) for c in find_candidates(session, [phash, *probes], threshold,
+                                                        exclude_id=exclude_id)]
+
+
+def find_candidates(session: Session, queries: Sequence[int], threshold: int, *,
+                    exclude_id: int | None = None) -> list[Candidate]:
+    """:func:`near_candidates` for several query hashes at once, with each original's hash and photo."""
+    queries = list(dict.fromkeys(queries))
     plan = [(i, r) for i, r in index_plan(threshold) if r >= 0]
-    if not plan:
+    if not plan or not queries:
         return []
     if is_postgres(session):
         rows = _near_postgres(session, queries, threshold, plan, exclude_id)
     else:
-        conds = []
-        for q in queries:
-            chunks = phash_chunks(q)
-            conds += [getattr(Image, f"phash_c{i}").in_(chunk_neighbours(chunks[f"phash_c{i}"], r)) for i, r in plan]
-        query = select(Image.id, Image.phash).where(or_(*conds), Image.duplicate_of_id.is_(None),
-                                                    Image.stage.in_(_ORIGINAL_STAGES),
-                                                    Image.state != State.failed.value)
-        if exclude_id is not None:
-            query = query.where(Image.id != exclude_id)
-        rows = session.execute(query).all()
-    found = {(min(hamming(q, h) for q in queries), i) for i, h in rows if h is not None}
-    return sorted(d_i for d_i in found if d_i[0] <= threshold)
+        rows = _near_generic(session, queries, plan, exclude_id)
+    found = []
+    for image_id, h, key in rows:
+        if h is None:
+            continue
+        distance = min(hamming(q, h) for q in queries)
+        if distance <= threshold:
+            found.append(Candidate(distance, image_id, h, key))
+    return sorted(set(found), key=lambda c: (c.distance, c.id))
+
+
+def _near_generic(session: Session, queries: list[int], plan: list[tuple[int, int]], exclude_id: int | None):
+    """Any database (SQLite): one ``IN`` list of chunk neighbours per chunk index, OR-ed; the distance
+    is checked in Python. The lists are integers we computed, inlined into the statement."""
+    conds = []
+    for i, r in plan:
+        values = sorted({v for q in queries for v in chunk_neighbours(phash_chunks(q)[f"phash_c{i}"], r)})
+        conds.append(f"phash_c{i} IN ({','.join(map(str, values))})")
+    sql = (f"SELECT id, phash, normalized_key FROM images WHERE ({' OR '.join(conds)}) "
+           "AND duplicate_of_id IS NULL AND stage IN ('inference', 'done') AND state <> 'failed'")
+    params = {}
+    if exclude_id is not None:
+        sql += " AND id <> :x"
+        params["x"] = exclude_id
+    return session.execute(text(sql), params).all()
 
 
 def _near_postgres(session: Session, queries: list[int], threshold: int, plan: list[tuple[int, int]],
@@ -153,8 +184,8 @@ def _postgres_query(n_queries: int, chunks: tuple[int, ...], exclude: bool):
     # LATERAL with OFFSET 0 (which keeps the planner from flattening it into a hash join over the
     # whole table): one index probe per hit, as the planner cannot know how few pass ``bit_count``.
     return text(f"WITH hits AS ({' UNION '.join(parts)}) "
-                "SELECT r.id, r.phash FROM hits CROSS JOIN LATERAL ("
-                "SELECT i.id, i.phash FROM images i "
+                "SELECT r.id, r.phash, r.normalized_key FROM hits CROSS JOIN LATERAL ("
+                "SELECT i.id, i.phash, i.normalized_key FROM images i "
                 "WHERE i.phash_c0 = CAST(hits.phash & 65535 AS integer) AND i.phash = hits.phash "
                 "AND i.duplicate_of_id IS NULL AND i.stage IN ('inference', 'done') AND i.state <> 'failed'"
                 f"{' AND i.id <> :x' if exclude else ''} OFFSET 0) r")
@@ -162,18 +193,22 @@ def _postgres_query(n_queries: int, chunks: tuple[int, ...], exclude: bool):
 
 # --- probes ----------------------------------------------------------------------------------------
 
-def probe_hashes(img: PILImage.Image, margin: float) -> list[int]:
-    """The extra hashes a photo probes the index with: the photo padded by ``margin`` of its size per
-    edge (edge pixels repeated) and its centre with ``margin`` cut off per edge. Empty when ``margin``
-    is 0 or the photo too small."""
+def probe_hashes(img: PILImage.Image, margins: Sequence[float]) -> list[int]:
+    """The extra hashes a photo probes the index with, for each margin: the photo padded by that share
+    of its size per edge (edge pixels repeated) and its centre with that share cut off per edge.
+    A margin too small to move a pixel, or too big for the photo, gives nothing."""
     w, h = img.size
-    dx, dy = round(w * margin), round(h * margin)
-    if margin <= 0 or dx < 1 or dy < 1 or w <= 4 * dx or h <= 4 * dy:
-        return []
-    rgb = np.asarray(img.convert("RGB"))
-    padded = PILImage.fromarray(np.pad(rgb, ((dy, dy), (dx, dx), (0, 0)), mode="edge"))
-    centre = img.crop((dx, dy, w - dx, h - dy))
-    return [perceptual_hash(padded), perceptual_hash(centre)]
+    grey = None  # pHash looks at the luminance only: convert once
+    out = []
+    for margin in margins:
+        dx, dy = round(w * margin), round(h * margin)
+        if dx < 1 or dy < 1 or w <= 4 * dx or h <= 4 * dy:
+            continue
+        if grey is None:
+            grey = img.convert("L")
+        padded = PILImage.fromarray(np.pad(np.asarray(grey), ((dy, dy), (dx, dx)), mode="edge"))
+        out += [perceptual_hash(padded), perceptual_hash(grey.crop((dx, dy, w - dx, h - dy)))]
+    return out
 
 
 # --- verification ----------------------------------------------------------------------------------
@@ -183,9 +218,12 @@ _WORK_W = 128  # working width of the fine comparison (colour)
 _COARSE_W = 64  # working width of the coarse alignment search (grey)
 _FINE = (64, 48)  # comparison grid (x, y)
 _COARSE = (24, 18)
-_COARSE_STEPS = np.linspace(0.0, _MAX_CROP, 5)
+_COARSE_CUTS = [(float(lo), float(hi)) for lo in np.linspace(0.0, _MAX_CROP, 5)
+                for hi in np.linspace(0.0, _MAX_CROP, 5)]
 _REFINE_STEPS = (0.01, 0.005, 0.0025)
 _GREY = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+# All sampling is gathers and element-wise arithmetic, no BLAS: multi-threaded BLAS on these tiny
+# matrices stalls badly on a busy machine.
 
 
 class Thumb:
@@ -197,60 +235,66 @@ class Thumb:
         self.rgb = np.asarray(img.resize((_WORK_W, h), PILImage.Resampling.BOX), dtype=np.float32)
         hc = max(8, round(img.height * _COARSE_W / img.width))
         small = np.asarray(img.resize((_COARSE_W, hc), PILImage.Resampling.BOX), dtype=np.float32)
-        self.coarse = small @ _GREY
+        self.coarse = (small * _GREY).sum(axis=2)
         self.h, self.w = self.rgb.shape[:2]
 
 
-@lru_cache(maxsize=4096)
-def _interp(n_out: int, n_in: int, lo: float, hi: float) -> np.ndarray:
-    """Linear interpolation matrix (n_out x n_in) sampling the span [lo, hi] (fractions of n_in)."""
+@lru_cache(maxsize=8192)
+def _taps(n_out: int, n_in: int, lo: float, hi: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Linear interpolation taps ``(i0, i1, f)`` sampling ``n_out`` points over the span [lo, hi]
+    (fractions of ``n_in`` pixels): ``x[i0] * (1 - f) + x[i1] * f``."""
     pos = (lo + (hi - lo) * (np.arange(n_out) + 0.5) / n_out) * n_in - 0.5
     pos = np.clip(pos, 0, n_in - 1)
-    i0 = np.floor(pos).astype(int)
-    i1 = np.minimum(i0 + 1, n_in - 1)
-    f = (pos - i0).astype(np.float32)
-    m = np.zeros((n_out, n_in), dtype=np.float32)
-    np.add.at(m, (np.arange(n_out), i0), 1 - f)
-    np.add.at(m, (np.arange(n_out), i1), f)
-    return m
+    i0 = np.floor(pos).astype(np.intp)
+    return i0, np.minimum(i0 + 1, n_in - 1), (pos - i0).astype(np.float32)
 
 
 @lru_cache(maxsize=64)
-def _coarse_mats(n_out: int, n_in: int) -> np.ndarray:
-    """Stacked interpolation matrices for every (low, high) cut of the coarse grid."""
-    return np.concatenate([_interp(n_out, n_in, float(lo), float(1 - hi))
-                           for lo in _COARSE_STEPS for hi in _COARSE_STEPS])
+def _coarse_taps(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The taps of every (low, high) cut of the coarse grid, concatenated."""
+    taps = [_taps(n_out, n_in, lo, 1.0 - hi) for lo, hi in _COARSE_CUTS]
+    return tuple(np.concatenate(t) for t in zip(*taps))  # type: ignore[return-value]
+
+
+def _rows(x: np.ndarray, taps) -> np.ndarray:
+    i0, i1, f = taps
+    shape = (-1,) + (1,) * (x.ndim - 1)
+    return x[i0] * (1 - f).reshape(shape) + x[i1] * f.reshape(shape)
+
+
+def _cols(x: np.ndarray, taps) -> np.ndarray:
+    i0, i1, f = taps
+    shape = (-1,) + (1,) * (x.ndim - 2)
+    return x[:, i0] * (1 - f).reshape(shape) + x[:, i1] * f.reshape(shape)
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
     v = v - v.mean(axis=-1, keepdims=True)
-    return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-6)
+    return v / np.maximum(np.sqrt((v * v).sum(axis=-1, keepdims=True)), 1e-6)
 
 
 def _sample(t: Thumb, box: tuple[float, float, float, float]) -> np.ndarray:
-    """The region ``box`` = (left, top, right, bottom cut, as fractions) of ``t`` on the fine grid: (3, y*x)."""
-    left, top, right, bottom = box
+    """The region ``box`` = (left, top, right, bottom cut, as fractions) of ``t`` on the fine grid,
+    as (3, y * x)."""
+    left, top, right, bottom = (round(v, 5) for v in box)
     fx, fy = _FINE
-    my = _interp(fy, t.h, round(top, 5), round(1 - bottom, 5))
-    mx = _interp(fx, t.w, round(left, 5), round(1 - right, 5))
-    rows = (my @ t.rgb.reshape(t.h, -1)).reshape(fy, t.w, 3).transpose(2, 0, 1)  # (3, fy, w)
-    return (rows @ mx.T).reshape(3, -1)
+    region = _cols(_rows(t.rgb, _taps(fy, t.h, top, 1 - bottom)), _taps(fx, t.w, left, 1 - right))
+    return region.transpose(2, 0, 1).reshape(3, -1)
 
 
 def _coarse_align(whole: Thumb, other: Thumb) -> tuple[float, tuple[float, float, float, float]]:
     """The coarse-grid crop of ``other`` that best matches all of ``whole`` (grey correlation)."""
     cx, cy = _COARSE
-    a = _unit((_interp(cy, whole.coarse.shape[0], 0.0, 1.0) @ whole.coarse
-               @ _interp(cx, whole.coarse.shape[1], 0.0, 1.0).T).ravel())
-    my = _coarse_mats(cy, other.coarse.shape[0])  # (n*cy, h)
-    mx = _coarse_mats(cx, other.coarse.shape[1])  # (n*cx, w)
-    n = len(_COARSE_STEPS) ** 2
-    grid = (my @ other.coarse @ mx.T).reshape(n, cy, n, cx).transpose(0, 2, 1, 3).reshape(n * n, cy * cx)
-    scores = _unit(grid) @ a
+    h, w = whole.coarse.shape
+    a = _unit(_cols(_rows(whole.coarse, _taps(cy, h, 0.0, 1.0)), _taps(cx, w, 0.0, 1.0)).ravel())
+    h, w = other.coarse.shape
+    n = len(_COARSE_CUTS)
+    grid = _cols(_rows(other.coarse, _coarse_taps(cy, h)), _coarse_taps(cx, w))  # (n*cy, n*cx)
+    grid = grid.reshape(n, cy, n, cx).transpose(0, 2, 1, 3).reshape(n * n, cy * cx)
+    scores = (_unit(grid) * a).sum(axis=1)
     k = int(np.argmax(scores))
     iy, ix = divmod(k, n)
-    cuts = [(float(lo), float(hi)) for lo in _COARSE_STEPS for hi in _COARSE_STEPS]
-    (top, bottom), (left, right) = cuts[iy], cuts[ix]
+    (top, bottom), (left, right) = _COARSE_CUTS[iy], _COARSE_CUTS[ix]
     return float(scores[k]), (left, top, right, bottom)
 
 
@@ -260,7 +304,7 @@ def _refine(whole: Thumb, other: Thumb, box: tuple[float, float, float, float]):
     unit_target = _unit(target).ravel()
 
     def score(b):
-        return float(_unit(_sample(other, b)).ravel() @ unit_target)
+        return float((_unit(_sample(other, b)).ravel() * unit_target).sum())
 
     best, best_score = box, score(box)
     for step in _REFINE_STEPS:
@@ -280,24 +324,30 @@ def _refine(whole: Thumb, other: Thumb, box: tuple[float, float, float, float]):
     return best, target, _sample(other, best)
 
 
-def residual(a: Thumb, b: Thumb) -> float:
+def _fit_residual(target: np.ndarray, region: np.ndarray) -> float:
+    xm, ym = region.mean(axis=1, keepdims=True), target.mean(axis=1, keepdims=True)
+    x, y = region - xm, target - ym
+    gain = (x * y).sum(axis=1, keepdims=True) / np.maximum((x * x).sum(axis=1, keepdims=True), 1e-6)
+    if (gain < 0).any():
+        return float("inf")  # a negative image is not a copy
+    worst = np.abs(y - gain * x).max(axis=0)
+    return float(np.sqrt((worst * worst).mean()))
+
+
+def residual(a: Thumb, b: Thumb, limit: float | None = None) -> float:
     """How far apart two photos are once aligned: the RMS (grey levels, 0-255) of the per-pixel worst
-    channel difference after the best crop of one to the other and a per-channel gain and offset fit."""
+    channel difference after the best crop of one to the other and a per-channel gain and offset fit.
+
+    With ``limit``, only the side of ``limit`` the answer falls on is exact: the fine alignment is
+    skipped when the coarse one already gives at most ``limit``, or more than three times it."""
     first = _coarse_align(a, b)
     second = _coarse_align(b, a)
     whole, other, box = (a, b, first[1]) if first[0] >= second[0] else (b, a, second[1])
+    coarse = _fit_residual(_sample(whole, (0.0, 0.0, 0.0, 0.0)), _sample(other, box))
+    if limit is not None and (coarse <= limit or coarse > 3 * limit):
+        return coarse
     _, target, region = _refine(whole, other, box)
-    diffs = []
-    for c in range(3):
-        x, y = region[c], target[c]
-        xm, ym = x.mean(), y.mean()
-        var = float(((x - xm) ** 2).sum())
-        gain = float(((x - xm) * (y - ym)).sum()) / var if var > 1e-6 else 0.0
-        if gain < 0:
-            return float("inf")  # a negative image is not a copy
-        diffs.append(y - (ym + gain * (x - xm)))
-    worst = np.abs(np.stack(diffs)).max(axis=0)
-    return float(np.sqrt((worst ** 2).mean()))
+    return min(coarse, _fit_residual(target, region))
 
 
 # --- the stage -------------------------------------------------------------------------------------
@@ -322,27 +372,35 @@ class DedupOutcome:
 class _Verifier:
     """Pixel verification of hash candidates against one query photo, with memoized answers."""
 
-    def __init__(self, settings: Settings, store: ImageStore, query: PILImage.Image | None):
+    def __init__(self, settings: Settings, store: ImageStore, query: PILImage.Image | None, phash: int):
         self.settings = settings
         self.store = store
-        self.query = Thumb(query) if query is not None else None
+        self.photo = query if settings.dedup_verify else None
+        self._query: Thumb | None = None
+        self.phash = phash
         self.answers: dict[int, bool] = {}
 
-    def check(self, session: Session, candidate_id: int, distance: int, base_distance: int) -> bool:
-        if candidate_id not in self.answers:
-            self.answers[candidate_id] = self._check(session, candidate_id, distance, base_distance)
-        return self.answers[candidate_id]
+    def pick(self, candidates: list[Candidate]) -> Candidate | None:
+        """The first candidate (nearest first) that is a copy of the query."""
+        for c in candidates:
+            if c.id not in self.answers:
+                self.answers[c.id] = self._check(c)
+            if self.answers[c.id]:
+                return c
+        return None
 
-    def _check(self, session: Session, candidate_id: int, distance: int, base_distance: int) -> bool:
+    def _check(self, c: Candidate) -> bool:
         if not self.settings.dedup_verify:
             return True
-        key = session.execute(select(Image.normalized_key).where(Image.id == candidate_id)).scalar_one_or_none()
-        other = _load(self.store, key)
-        if self.query is None or other is None:
-            # Nothing to look at: the hash decides, on the photo's own hash only.
-            log.warning("dedup: cannot verify candidate %s on pixels; deciding by hash distance", candidate_id)
-            return base_distance <= self.settings.dedup_hamming_threshold
-        return residual(self.query, Thumb(other)) <= self.settings.dedup_max_residual
+        other = _load(self.store, c.normalized_key) if self.photo is not None else None
+        if self.photo is None or other is None:
+            # Nothing to look at: the hash decides, the photo's own hash only.
+            log.warning("dedup: cannot verify candidate %s on the pixels; the hash decides", c.id)
+            return hamming(self.phash, c.phash) <= self.settings.dedup_hamming_threshold
+        if self._query is None:
+            self._query = Thumb(self.photo)
+        limit = self.settings.dedup_max_residual
+        return residual(self._query, Thumb(other), limit) <= limit
 
 
 def _load(store: ImageStore, key: str | None) -> PILImage.Image | None:
@@ -353,18 +411,6 @@ def _load(store: ImageStore, key: str | None) -> PILImage.Image | None:
             return img.convert("RGB")
     except (OSError, ValueError):
         return None
-
-
-def _pick(session: Session, verifier: _Verifier, phash: int, candidates: list[tuple[int, int]]):
-    """The first candidate (nearest first) that passes verification: ``(id, distance)`` or None."""
-    if not candidates:
-        return None
-    base = {i: hamming(phash, h) for i, h in session.execute(
-        select(Image.id, Image.phash).where(Image.id.in_([i for _, i in candidates])))}
-    for distance, candidate_id in candidates:
-        if verifier.check(session, candidate_id, distance, base.get(candidate_id, 64)):
-            return candidate_id, distance
-    return None
 
 
 def dedup_image(settings: Settings, image_id: int, dispatch: Dispatch, *,
@@ -379,12 +425,14 @@ def dedup_image(settings: Settings, image_id: int, dispatch: Dispatch, *,
         if image is None or image.stage != Stage.dedup.value or image.state != State.pending.value:
             return DedupOutcome("skipped")
         phash, key = image.phash, image.normalized_key
-    photo = _load(store, key) if phash is not None else None
-    probes = probe_hashes(photo, settings.dedup_probe_margin) if photo is not None else []
-    verifier = _Verifier(settings, store, photo)
-    if phash is not None:  # verify what is there now, outside the lock
-        with session_scope(settings) as s:
-            _pick(s, verifier, phash, near_candidates(s, phash, threshold, exclude_id=image_id, probes=probes))
+    queries: list[int] = []
+    verifier = None
+    if phash is not None:
+        photo = _load(store, key)
+        queries = [phash, *(probe_hashes(photo, settings.dedup_probe_margins) if photo is not None else [])]
+        verifier = _Verifier(settings, store, photo, phash)
+        with session_scope(settings) as s:  # the slow part, verification, outside the lock
+            verifier.pick(find_candidates(s, queries, threshold, exclude_id=image_id))
 
     with session_scope(settings) as s, _decision_lock(s):
         image = s.get(Image, image_id)
@@ -398,12 +446,11 @@ def dedup_image(settings: Settings, image_id: int, dispatch: Dispatch, *,
         ).scalar_one_or_none() if image.sha256 else None
         if exact is not None:
             original_id, distance = exact, 0
-        elif image.phash is not None:
+        elif verifier is not None:
             # Again under the lock: originals decided since are verified here, the rest are memoized.
-            near = near_candidates(s, image.phash, threshold, exclude_id=image.id, probes=probes)
-            picked = _pick(s, verifier, image.phash, near)
-            if picked:
-                original_id, distance = picked
+            picked = verifier.pick(find_candidates(s, queries, threshold, exclude_id=image.id))
+            if picked is not None:
+                original_id, distance = picked.id, picked.distance
         if original_id is None:
             s.execute(update(Image).where(Image.id == image.id)
                       .values(stage=Stage.inference.value, state=State.pending.value, updated_at=utcnow()))

@@ -208,7 +208,7 @@ class BatchResult:
     listings: int = 0
     requeued: list[int] = field(default_factory=list)  # back to pending: the active version changed meanwhile
     model: str | None = None
-    seconds_model: float = 0.0
+    seconds: dict[str, float] = field(default_factory=dict)  # claim, read, decode, model, write
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -256,7 +256,9 @@ def predict_batch(settings: Settings, provider: ModelProvider, *, wait: bool = T
             result.errors.append(provider.last_error)
         return result
     result.model = model.name
+    started = time.perf_counter()
     ids = claim_batch(settings, wait=wait)
+    result.seconds["claim"] = time.perf_counter() - started
     if not ids:
         return result
     try:
@@ -324,12 +326,14 @@ def _load_photos(settings: Settings, keys: Sequence[str | None], size: int) -> l
 
 def _predict_and_write(settings: Settings, provider: ModelProvider | None, model: LoadedModel, ids: list[int],
                        result: BatchResult, *, mark_state: bool) -> None:
+    clock = time.perf_counter()
     with session_scope(settings) as s:
         rows = s.execute(select(Image.id, Image.listing_id, Image.normalized_key).where(Image.id.in_(ids))
                          .order_by(Image.id)).all()
         have = set(s.scalars(select(Prediction.image_id).where(
             Prediction.image_id.in_(ids), Prediction.model_version_id == model.version_id)))
     todo = [r for r in rows if r.id not in have]
+    result.seconds["read"], clock = time.perf_counter() - clock, time.perf_counter()
     loaded = _load_photos(settings, [r.normalized_key for r in todo], model.image_size)
     ok_rows, arrays, failures = [], [], []
     for row, item in zip(todo, loaded):
@@ -338,11 +342,12 @@ def _predict_and_write(settings: Settings, provider: ModelProvider | None, model
         else:
             ok_rows.append(row)
             arrays.append(item)
+    result.seconds["decode"] = time.perf_counter() - clock
     if settings.inference_test_delay_s > 0:
         time.sleep(settings.inference_test_delay_s)
-    started = time.perf_counter()
+    clock = time.perf_counter()
     probs = model.predict(np.stack(arrays)) if arrays else np.zeros((0, len(model.classes)), np.float32)
-    result.seconds_model = time.perf_counter() - started
+    result.seconds["model"], clock = time.perf_counter() - clock, time.perf_counter()
     if probs.shape != (len(arrays), len(model.classes)):
         raise ValueError(f"model {model.name} returned shape {probs.shape} for {len(arrays)} photos "
                          f"and {len(model.classes)} classes")
@@ -376,6 +381,7 @@ def _predict_and_write(settings: Settings, provider: ModelProvider | None, model
         if done_ids:
             listings |= set(s.scalars(select(Image.listing_id).where(Image.duplicate_of_id.in_(done_ids))))
         refresh_listing_predictions(s, sorted(listings), settings, version_id=model.version_id)
+    result.seconds["write"] = time.perf_counter() - clock
     result.predicted, result.skipped, result.failed = len(ok_rows), len(have), len(failures)
     result.listings = len(listings)
     result.errors = [e for _, e in failures]

@@ -59,8 +59,9 @@ class Settings(BaseSettings):
     #: Largest pHash distance (bits of 64) at which a stored original is a near-duplicate candidate for
     #: any of a photo's probes (see ``autodetect.dedup``); 8 measured on the sandbox, see benchmarks/RESULTS.md.
     dedup_hamming_threshold: int = 8
-    #: The extra probes: the photo padded by, and cropped by, this share of its size per edge (0: none).
-    dedup_probe_margin: float = 0.04
+    #: The extra probes: the photo padded by, and cropped by, each of these shares of its size per
+    #: edge (empty: the photo's own hash only). They find lightly cropped copies.
+    dedup_probe_margins: list[float] = Field(default_factory=lambda: [0.03, 0.06])
     #: Confirm every hash candidate on the pixels (off: the hash alone decides).
     dedup_verify: bool = True
     #: Largest RMS difference (grey levels) of two aligned photos, after a per-channel gain and offset

@@ -319,8 +319,8 @@ def measure_queue(args, bundle: Path, work: Path) -> dict:
                     return s.scalar(select(func.count()).select_from(Prediction)) >= len(ids)
             wait_until(finished, 1800, "the queue to drain", [worker])
         finally:
-            sampler.stop()
             stop([worker])
+            sampler.stop()
             app.close()
         with session_scope(settings) as s:
             batches = s.execute(select(Prediction.created_at, func.count()).group_by(Prediction.created_at)

@@ -28,8 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from autodetect.model.split import Sample, split_samples  # noqa: E402
-from autodetect.sandbox.marketplace import Marketplace  # noqa: E402
+from autodetect.model.split import Sample, split_samples
+from autodetect.sandbox.marketplace import Marketplace
 
 GOALS = {"top1": 0.85, "top3": 0.95, "agreement": 0.99}
 

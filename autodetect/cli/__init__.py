@@ -57,10 +57,10 @@ def db_upgrade() -> None:
 # --- the demo ---------------------------------------------------------------------------------------
 @app.command()
 def demo(
-    listings: int = typer.Option(240, help="Listings in the sandbox marketplace."),
+    listings: int = typer.Option(320, help="Listings in the sandbox marketplace."),
     models: int = typer.Option(8, help="Car models in the sandbox marketplace."),
     seed: int = typer.Option(7),
-    train_seconds: float = typer.Option(75.0, help="Training time budget."),
+    train_seconds: float = typer.Option(120.0, help="Training time budget."),
     report_dir: Path = typer.Option(Path("autodetect-data/demo/report"), help="Where the HTML report goes."),
     keep: bool = typer.Option(False, help="Keep the previous demo's data instead of starting fresh."),
 ) -> None:

@@ -110,7 +110,9 @@ def scale_and_bias(name: str) -> tuple[float, float]:
 def keras_cache_dir() -> Path:
     """Where Keras caches downloaded weights: ``$KERAS_HOME/models`` or ``~/.keras/models``."""
     try:
-        from keras.src.backend.config import keras_home  # private, but it is what get_file uses
+        from keras.src.backend.config import (
+            keras_home,  # private, but it is what get_file uses
+        )
 
         root = keras_home()
     except ImportError:  # pragma: no cover - a future Keras
@@ -193,7 +195,7 @@ def _compact_cnn(image_size: int, filters=(32, 64, 128, 192, 256)) -> keras.Mode
 
 def _application(name: str, image_size: int) -> keras.Model:
     shape = (image_size, image_size, 3)
-    common = dict(include_top=False, weights=None, input_shape=shape)
+    common = {"include_top": False, "weights": None, "input_shape": shape}
     if name == "inception_v3":
         return keras.applications.InceptionV3(**common)
     if name == "mobilenet_v3_small":

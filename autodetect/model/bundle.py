@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from autodetect.model.errors import ModelArtifactError
@@ -60,7 +60,7 @@ def save_labels(
         "classes": list(classes),
         "backbone": backbone,
         "image_size": int(image_size),
-        "created": created or datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "created": created or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         **extra,
     }
     path = bundle_dir / LABELS_FILE

@@ -24,9 +24,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import keras
 import numpy as np
 import tensorflow as tf
-import keras
 
 from autodetect.model.bundle import FILES, save_labels
 

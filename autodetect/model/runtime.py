@@ -17,14 +17,13 @@ import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 from PIL import Image, ImageOps
 
 from autodetect.model.errors import ModelArtifactError
 
-ImageSource = Union[str, os.PathLike, bytes, Image.Image]
+ImageSource = str | os.PathLike | bytes | Image.Image
 
 
 def load_image(source: ImageSource, size: int) -> np.ndarray:
@@ -76,7 +75,7 @@ class ServingModel:
         self._lock = threading.Lock()
 
     @classmethod
-    def load(cls, path: str | os.PathLike, *, num_threads: int | None = None, max_batch: int = 64) -> "ServingModel":
+    def load(cls, path: str | os.PathLike, *, num_threads: int | None = None, max_batch: int = 64) -> ServingModel:
         """Open ``path`` (by suffix: .tflite or .onnx). Raises ``ModelArtifactError`` if missing or corrupt."""
         path = Path(path)
         if not path.is_file():
@@ -94,7 +93,7 @@ class ServingModel:
         raise ModelArtifactError(f"unknown model format {suffix!r} for {path} (expected .tflite or .onnx)")
 
     @classmethod
-    def _load_tflite(cls, path: Path, num_threads: int | None, max_batch: int) -> "ServingModel":
+    def _load_tflite(cls, path: Path, num_threads: int | None, max_batch: int) -> ServingModel:
         from ai_edge_litert.interpreter import Interpreter
 
         interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
@@ -122,7 +121,7 @@ class ServingModel:
         return cls(path, "tflite", shape[1], num_classes, run, max_batch=max_batch)
 
     @classmethod
-    def _load_onnx(cls, path: Path, num_threads: int | None, max_batch: int) -> "ServingModel":
+    def _load_onnx(cls, path: Path, num_threads: int | None, max_batch: int) -> ServingModel:
         import onnxruntime as ort
 
         options = ort.SessionOptions()

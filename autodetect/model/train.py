@@ -28,9 +28,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import keras
 import numpy as np
 import tensorflow as tf
-import keras
 from keras import layers
 
 from autodetect.model.backbones import build_classifier, is_pretrained, spec

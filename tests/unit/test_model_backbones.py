@@ -9,17 +9,17 @@ import pytest
 
 pytest.importorskip("tensorflow")
 
-import h5py  # noqa: E402
-import keras  # noqa: E402
+import h5py
+import keras
 
-from autodetect.model.backbones import (  # noqa: E402
+from autodetect.model.backbones import (
     BACKBONES,
     build_base,
     build_classifier,
     resolve_weights,
     scale_and_bias,
 )
-from autodetect.model.errors import WeightsUnavailable  # noqa: E402
+from autodetect.model.errors import WeightsUnavailable
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
