@@ -206,6 +206,7 @@ class BatchResult:
     skipped: int = 0  # already had a prediction from this version: marked done, not run again
     failed: int = 0
     listings: int = 0
+    batches: int = 0
     requeued: list[int] = field(default_factory=list)  # back to pending: the active version changed meanwhile
     model: str | None = None
     seconds: dict[str, float] = field(default_factory=dict)  # claim, read, decode, model, write
@@ -215,9 +216,22 @@ class BatchResult:
     def claimed(self) -> int:
         return self.predicted + self.skipped + self.failed
 
+    def add(self, other: "BatchResult") -> None:
+        self.predicted += other.predicted
+        self.skipped += other.skipped
+        self.failed += other.failed
+        self.listings += other.listings
+        self.batches += other.batches
+        self.requeued += other.requeued
+        self.model = other.model or self.model
+        self.errors += other.errors
+        for k, v in other.seconds.items():
+            self.seconds[k] = self.seconds.get(k, 0.0) + v
+
     def as_dict(self) -> dict[str, Any]:
-        return {"predicted": self.predicted, "skipped": self.skipped, "failed": self.failed,
-                "listings": self.listings, "requeued": len(self.requeued), "model": self.model}
+        return {"predicted": self.predicted, "skipped": self.skipped, "failed": self.failed, "batches": self.batches,
+                "listings": self.listings, "requeued": len(self.requeued), "model": self.model,
+                "seconds": {k: round(v, 3) for k, v in self.seconds.items()}}
 
 
 def topk(probs: np.ndarray, classes: Sequence[str], k: int) -> list[list[Any]]:
@@ -225,12 +239,17 @@ def topk(probs: np.ndarray, classes: Sequence[str], k: int) -> list[list[Any]]:
     return [[classes[i], round(float(probs[i]), 6)] for i in order]
 
 
-def claim_batch(settings: Settings, *, wait: bool = True) -> list[int]:
+def claim_batch(settings: Settings, *, wait: bool = True, session: Session | None = None) -> list[int]:
     """Claim up to ``inference_batch_size`` rows. Nothing pending: returns at once. A partial batch
-    waits at most ``inference_batch_wait_s`` (from the first claim) for more rows to arrive."""
+    waits at most ``inference_batch_wait_s`` (from the first claim) for more rows to arrive. The first
+    claim runs in ``session`` when given (committed by its owner)."""
     size = settings.inference_batch_size
-    with session_scope(settings) as s:
-        ids = claim(s, size)
+    if session is not None:
+        ids = claim(session, size)
+        session.commit()
+    else:
+        with session_scope(settings) as s:
+            ids = claim(s, size)
     if not ids or not wait:
         return ids
     deadline = time.monotonic() + settings.inference_batch_wait_s
@@ -241,43 +260,149 @@ def claim_batch(settings: Settings, *, wait: bool = True) -> list[int]:
         time.sleep(min(0.05, left))
         with session_scope(settings) as s:
             ids += claim(s, size - len(ids))
-    return ids
+    return sorted(ids)
+
+
+@dataclass
+class _Batch:
+    """A claimed (or given) batch, read and decoded, waiting for the model."""
+
+    model: LoadedModel
+    ids: list[int]
+    rows: list[Any]  # (id, listing_id, normalized_key)
+    have: set[int]  # already predicted by this version: no model run
+    ok_rows: list[Any] = field(default_factory=list)
+    arrays: list[np.ndarray] = field(default_factory=list)
+    failures: list[tuple[int, str]] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _prepare(settings: Settings, provider: ModelProvider, *, wait: bool, errors: list[str] | None = None
+             ) -> _Batch | None:
+    """The active model, a claimed batch, its rows read and its photos decoded; None: no work (or no
+    loadable model, and then nothing is claimed)."""
+    clock = time.perf_counter()
+    with session_scope(settings) as s:
+        model = provider.get(s)
+        if model is None:
+            if errors is not None and provider.last_error:
+                errors.append(provider.last_error)
+            return None
+        ids = claim_batch(settings, wait=wait, session=s)
+    if not ids:
+        return None
+    seconds = {"claim": time.perf_counter() - clock}
+    try:
+        return _read_and_decode(settings, model, ids, seconds)
+    except BaseException:
+        _release(settings, ids)
+        raise
+
+
+def _read_and_decode(settings: Settings, model: LoadedModel, ids: list[int], seconds: dict[str, float]) -> _Batch:
+    clock = time.perf_counter()
+    with session_scope(settings) as s:
+        rows = s.execute(select(Image.id, Image.listing_id, Image.normalized_key).where(Image.id.in_(ids))
+                         .order_by(Image.id)).all()
+        have = set(s.scalars(select(Prediction.image_id).where(
+            Prediction.image_id.in_(ids), Prediction.model_version_id == model.version_id)))
+    batch = _Batch(model, ids, rows, have, seconds=seconds)
+    todo = [r for r in rows if r.id not in have]
+    seconds["read"], clock = time.perf_counter() - clock, time.perf_counter()
+    for row, item in zip(todo, _load_photos(settings, [r.normalized_key for r in todo], model.image_size)):
+        if isinstance(item, str):
+            batch.failures.append((row.id, item[:300]))
+        else:
+            batch.ok_rows.append(row)
+            batch.arrays.append(item)
+    seconds["decode"] = time.perf_counter() - clock
+    return batch
+
+
+def _infer(settings: Settings, batch: _Batch) -> np.ndarray:
+    model = batch.model
+    if settings.inference_test_delay_s > 0:
+        time.sleep(settings.inference_test_delay_s)
+    clock = time.perf_counter()
+    probs = model.predict(np.stack(batch.arrays)) if batch.arrays else np.zeros((0, len(model.classes)), np.float32)
+    batch.seconds["model"] = time.perf_counter() - clock
+    if probs.shape != (len(batch.arrays), len(model.classes)):
+        raise ValueError(f"model {model.name} returned shape {probs.shape} for {len(batch.arrays)} photos "
+                         f"and {len(model.classes)} classes")
+    return probs
 
 
 def predict_batch(settings: Settings, provider: ModelProvider, *, wait: bool = True) -> BatchResult:
     """Claim up to ``inference_batch_size`` pending photos (waiting a short while to fill the batch),
     predict them with the active version and write the results. An empty result means no work (or no
-    loadable model: then nothing is claimed)."""
+    loadable model: then nothing is claimed, and ``errors`` says why)."""
     result = BatchResult()
-    with session_scope(settings) as s:
-        model = provider.get(s)
-    if model is None:
-        if provider.last_error:
-            result.errors.append(provider.last_error)
-        return result
-    result.model = model.name
-    started = time.perf_counter()
-    ids = claim_batch(settings, wait=wait)
-    result.seconds["claim"] = time.perf_counter() - started
-    if not ids:
+    batch = _prepare(settings, provider, wait=wait, errors=result.errors)
+    if batch is None:
+        result.model = provider.current.name if provider.current else None
         return result
     try:
-        _predict_and_write(settings, provider, model, ids, result, mark_state=True)
+        probs = _infer(settings, batch)
+        return _write(settings, provider, batch, probs, mark_state=True)
     except BaseException:
-        _release(settings, ids)
+        _release(settings, batch.ids)
         raise
-    return result
+
+
+def predict_pending(settings: Settings, provider: ModelProvider, *, budget_s: float | None = None) -> BatchResult:
+    """What one inference message does: predict batch after batch while photos are pending, for up to
+    ``budget_s`` (``inference_task_budget_s``), as a pipeline: while the model runs batch k (in this
+    thread), a helper thread writes batch k-1 and claims, reads and decodes batch k+1. So the model is
+    never idle for the database or the decoder; at most two batches are claimed at a time, and every
+    batch is written before this returns (the message is acknowledged after it). On an error the
+    batches not written are given back and the error raised."""
+    budget = settings.inference_task_budget_s if budget_s is None else budget_s
+    total = BatchResult()
+    started = time.monotonic()
+    current = _prepare(settings, provider, wait=True, errors=total.errors)
+    if current is None:
+        return total
+    helper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference-io")
+    writes: list = []  # futures of BatchResult, in order
+    claimed: list[_Batch] = [current]  # prepared, not yet written
+    upcoming = None
+    try:
+        while current is not None:
+            upcoming = (helper.submit(_prepare, settings, provider, wait=True)
+                        if time.monotonic() - started < budget else None)
+            probs = _infer(settings, current)
+            writes.append(helper.submit(_write, settings, provider, current, probs, mark_state=True))
+            if len(writes) > 1:
+                total.add(writes[-2].result())  # raises if the previous write failed
+                claimed.pop(0)
+            current = upcoming.result() if upcoming is not None else None
+            if current is not None:
+                claimed.append(current)
+        total.add(writes[-1].result())
+        claimed.clear()
+    except BaseException:
+        helper.shutdown(wait=True)  # let a write or claim in flight finish
+        if upcoming is not None and upcoming.done() and upcoming.exception() is None:
+            nxt = upcoming.result()
+            if nxt is not None and all(nxt is not b for b in claimed):
+                claimed.append(nxt)
+        for batch in claimed:
+            _release(settings, batch.ids)  # rows written meanwhile are done, and stay so
+        raise
+    finally:
+        helper.shutdown(wait=True)
+    return total
 
 
 def predict_images(settings: Settings, model: LoadedModel, image_ids: Sequence[int]) -> BatchResult:
     """Predict the given photos with ``model`` (any version, e.g. tagging with a non-active one)
     without claiming them: their pipeline state is left alone, except that a photo whose file is gone
     is recorded failed. Idempotent like ``predict_batch``."""
-    result = BatchResult(model=model.name)
     ids = sorted({int(i) for i in image_ids})
-    if ids:
-        _predict_and_write(settings, None, model, ids, result, mark_state=False)
-    return result
+    if not ids:
+        return BatchResult(model=model.name)
+    batch = _read_and_decode(settings, model, ids, {})
+    return _write(settings, None, batch, _infer(settings, batch), mark_state=False)
 
 
 def _release(settings: Settings, ids: Sequence[int]) -> None:
@@ -324,33 +449,13 @@ def _load_photos(settings: Settings, keys: Sequence[str | None], size: int) -> l
     return list(_decoders.map(lambda k: _load_one(store, k, size), keys))
 
 
-def _predict_and_write(settings: Settings, provider: ModelProvider | None, model: LoadedModel, ids: list[int],
-                       result: BatchResult, *, mark_state: bool) -> None:
+def _write(settings: Settings, provider: ModelProvider | None, batch: _Batch, probs: np.ndarray, *,
+           mark_state: bool) -> BatchResult:
+    """One transaction: predictions (ON CONFLICT DO NOTHING), the rows' new state, failures, and the
+    listings' averaged predictions for the batch's version."""
     clock = time.perf_counter()
-    with session_scope(settings) as s:
-        rows = s.execute(select(Image.id, Image.listing_id, Image.normalized_key).where(Image.id.in_(ids))
-                         .order_by(Image.id)).all()
-        have = set(s.scalars(select(Prediction.image_id).where(
-            Prediction.image_id.in_(ids), Prediction.model_version_id == model.version_id)))
-    todo = [r for r in rows if r.id not in have]
-    result.seconds["read"], clock = time.perf_counter() - clock, time.perf_counter()
-    loaded = _load_photos(settings, [r.normalized_key for r in todo], model.image_size)
-    ok_rows, arrays, failures = [], [], []
-    for row, item in zip(todo, loaded):
-        if isinstance(item, str):
-            failures.append((row.id, item[:300]))
-        else:
-            ok_rows.append(row)
-            arrays.append(item)
-    result.seconds["decode"] = time.perf_counter() - clock
-    if settings.inference_test_delay_s > 0:
-        time.sleep(settings.inference_test_delay_s)
-    clock = time.perf_counter()
-    probs = model.predict(np.stack(arrays)) if arrays else np.zeros((0, len(model.classes)), np.float32)
-    result.seconds["model"], clock = time.perf_counter() - clock, time.perf_counter()
-    if probs.shape != (len(arrays), len(model.classes)):
-        raise ValueError(f"model {model.name} returned shape {probs.shape} for {len(arrays)} photos "
-                         f"and {len(model.classes)} classes")
+    model, ok_rows, have, failures = batch.model, batch.ok_rows, batch.have, batch.failures
+    result = BatchResult(model=model.name, batches=1, seconds=batch.seconds)
     now = utcnow()
     done_ids = [r.id for r in ok_rows] + sorted(have)
     with session_scope(settings) as s:
@@ -377,7 +482,7 @@ def _predict_and_write(settings: Settings, provider: ModelProvider | None, model
                       .values(stage=Stage.inference.value, state=State.failed.value, error=error, updated_at=now))
         # The listings of these photos, and of their duplicates elsewhere, which reuse the prediction.
         written = set(done_ids)
-        listings = {r.listing_id for r in rows if r.id in written}
+        listings = {r.listing_id for r in batch.rows if r.id in written}
         if done_ids:
             listings |= set(s.scalars(select(Image.listing_id).where(Image.duplicate_of_id.in_(done_ids))))
         refresh_listing_predictions(s, sorted(listings), settings, version_id=model.version_id)
@@ -386,7 +491,8 @@ def _predict_and_write(settings: Settings, provider: ModelProvider | None, model
     result.listings = len(listings)
     result.errors = [e for _, e in failures]
     if failures:
-        log.warning("%d of %d photos failed: %s", len(failures), len(ids), failures[0][1])
+        log.warning("%d of %d photos failed: %s", len(failures), len(batch.ids), failures[0][1])
+    return result
 
 
 # --- listing-level answers -----------------------------------------------------------------------

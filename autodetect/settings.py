@@ -93,6 +93,10 @@ class Settings(BaseSettings):
     # --- inference --------------------------------------------------------------------------
     inference_batch_size: int = 32
     inference_batch_wait_s: float = 0.2
+    #: One inference message keeps predicting batch after batch while photos are pending, for up to
+    #: this long (a pipeline: the next batch is claimed and decoded, the last one written, while the
+    #: model runs). 0: one batch per message.
+    inference_task_budget_s: float = 30.0
     #: Threads of one serving model (LiteRT/ONNX Runtime); 0: the runtime's default (all cores).
     inference_threads: int = 0
     #: A version whose artifact failed to load is tried again after this many seconds (meanwhile the

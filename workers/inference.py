@@ -3,8 +3,9 @@
 The serving model is loaded on first use in the worker's child process (after fork), never in the
 parent, and never through TensorFlow. Between batches the provider notices a promoted version.
 
-``inference.predict`` carries a photo id only as a hint (the batch claims whatever is pending), so a
-redelivered or surplus message is harmless. ``inference.tag`` carries the ids and the version for
+``inference.predict`` carries a photo id only as a hint (the batch claims whatever is pending, and
+keeps claiming batches while there are any, see ``inference.predict_pending``), so a redelivered or
+surplus message is harmless: it finds nothing to do and returns at once. ``inference.tag`` carries the ids and the version for
 tagging with a version that is not the active one; it is idempotent too."""
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Sequence
 from functools import cache
 
 from autodetect.db import session_scope
-from autodetect.inference import ModelProvider, ModelUnavailable, predict_batch, predict_images
+from autodetect.inference import ModelProvider, ModelUnavailable, predict_images, predict_pending
 from autodetect.settings import get_settings
 from autodetect.storage import Stage
 from workers.app import app
@@ -29,7 +30,8 @@ def _provider() -> ModelProvider:  # one per process: created in the child that 
 
 @app.task(name="inference.predict", time_limit=_LIMIT)
 def predict(image_id: int | None = None) -> dict:
-    result = predict_batch(get_settings(), _provider())
+    """Batch after batch while photos are pending (``inference_task_budget_s``); the id is a hint."""
+    result = predict_pending(get_settings(), _provider())
     if result.requeued:  # the active version changed during the batch: the new one predicts them
         from workers.dispatch import dispatch
 

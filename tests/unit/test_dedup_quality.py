@@ -228,19 +228,22 @@ def calibrate(market: Marketplace, data_dir: Path, thresholds=range(4, 15, 2)) -
 
     # 2. distinct photos of the same model: every pair (earlier, later) of different copy chains
     originals = np.array([k for k, t in enumerate(truths) if t.original is None], dtype=np.intp)
-    pair_plain, pair_probed = Counter(), Counter()
-    candidates = []  # (later, earlier, probed distance) within max(thresholds)
+    pair_plain, pair_probed, any_plain, any_probed = Counter(), Counter(), Counter(), Counter()
+    candidates = []  # (later, earlier, probed distance) within max(thresholds), any model
     n_pairs = 0
     for k in range(len(rows)):
         earlier = originals[: np.searchsorted(originals, k)]
-        earlier = earlier[(class_ids[earlier] == class_ids[k]) & (root_ids[earlier] != root_ids[k])]
+        earlier = earlier[root_ids[earlier] != root_ids[k]]
         if not len(earlier):
             continue
-        n_pairs += len(earlier)
+        same = class_ids[earlier] == class_ids[k]
+        n_pairs += int(same.sum())
         d_plain = np.bitwise_count(base[earlier] ^ base[k])
         d_probed = _popcount_min(np.concatenate([[base[k]], probes[k]]), base[earlier])
-        pair_plain.update(d_plain.tolist())
-        pair_probed.update(d_probed.tolist())
+        pair_plain.update(d_plain[same].tolist())
+        pair_probed.update(d_probed[same].tolist())
+        any_plain.update(d_plain[d_plain <= max(thresholds)].tolist())
+        any_probed.update(d_probed[d_probed <= max(thresholds)].tolist())
         for j, d in zip(earlier[d_probed <= max(thresholds)], d_probed[d_probed <= max(thresholds)]):
             candidates.append((k, int(j), int(d)))
     print(f"\ndistinct photos of the same model: {n_pairs:,} pairs (later photo vs earlier original)")
@@ -252,6 +255,9 @@ def calibrate(market: Marketplace, data_dir: Path, thresholds=range(4, 15, 2)) -
     print(f"{'probed':>10}" + "".join(f"{sum(c for d, c in pair_probed.items() if d <= t):>16,}" for t in thresholds))
     print(f"{'per photo':>10}" + "".join(f"{sum(c for d, c in pair_probed.items() if d <= t) / len(rows):>16.4f}"
                                          for t in thresholds))
+    print("distinct photos of any model (interior and document photos look alike across listings):")
+    print(f"{'plain':>10}" + "".join(f"{sum(c for d, c in any_plain.items() if d <= t):>16,}" for t in thresholds))
+    print(f"{'probed':>10}" + "".join(f"{sum(c for d, c in any_probed.items() if d <= t):>16,}" for t in thresholds))
 
     # 3. verification: residuals of copies vs of distinct candidates
     thumbs: dict[int, Thumb] = {}
