@@ -153,8 +153,17 @@ def listing_from_item(item: Any, *, make: str | None = None, currency: str = "US
         condition=clean_text(item.get("condition"), 60, "condition", problems),
         make=clean_text(aspects.get("make"), 80, "make", problems) or make,
         model=clean_text(aspects.get("model"), 120, "model", problems),
-        year=_aspect_int(aspects, "year", problems, 1886, 2100),
+        year=_aspect_int(aspects, "year", problems, 1886, 2100) or year_in_title(title),
         mileage=_aspect_int(aspects, "mileage", problems),
         raw=without_nul(item),
         problems=problems,
     )
+
+
+_TITLE_YEAR = re.compile(r"(?<![\d.,$])(19[5-9]\d|20[0-4]\d)(?![\d.,])")
+
+
+def year_in_title(title: str) -> int | None:
+    """The model year a title starts with or names ("2014 Audi TT"), when the aspects lack it."""
+    found = _TITLE_YEAR.search(title or "")
+    return int(found.group(1)) if found else None
