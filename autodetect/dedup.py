@@ -3,27 +3,26 @@ the pixels.
 
 **Candidates** come from multi-index hashing in the database: the hash is split into four 16-bit
 chunks, each with its own index ``(phash_cN, phash)``. Two hashes within Hamming distance ``t`` agree
-within ``t // 4`` bits on at least one chunk (pigeonhole; see :func:`index_plan` for the refinement
-that lets the most crowded chunk use one bit less), so the candidates are the rows whose chunk i lies
-within that radius of the query's chunk i, for some i; each candidate's full distance is verified
-(inside the index on PostgreSQL). That touches a few thousand index entries instead of scanning every
-hash.
+within ``t // 4`` bits on at least one chunk (pigeonhole; :func:`index_plan` refines it so that only
+``t % 4 + 1`` chunks need that radius and the rest one bit less), so the candidates are the rows whose
+chunk i lies within that radius of the query's chunk i, for some i; each candidate's full distance is
+checked (inside the index on PostgreSQL). That touches a few thousand index entries, not every hash.
 
-pHash is a global, low-frequency description: re-encoding, resizing and brightness change it by a
-few bits, but a crop of a few percent per edge zooms and shifts the whole picture and moves it by up
-to 16 bits, as far as unrelated photos of the same model in the same setting can be. So the query
-**probes** the index with three hashes: the photo's own, the photo padded by
-``settings.dedup_probe_margin`` per edge (edge pixels repeated: undoes the zoom of a crop when the
-original is already stored) and the photo's centre with that margin cut off (when the crop came
-first). With them, crops land within a few bits like the other copies.
+pHash describes the picture's low frequencies: re-encoding, resizing and brightness move it by a few
+bits, but a crop of a few percent per edge zooms and shifts the whole picture and moves it by up to 18
+bits, as far as distinct photos of one model in the same setting can be. So a photo **probes** the
+index with more than its own hash: for each of ``settings.dedup_probe_margins`` (3% and 6%), the hash
+of the photo padded by that share per edge (edge pixels repeated: undoes the zoom of a crop when the
+original came first) and of its centre with that share cut off (when the crop came first). Crops then
+land within a few bits like the other copies.
 
-**Verification**: 64 bits cannot tell every near-identical pair of distinct photos apart (template
+**Verification**: 64 bits cannot tell every pair of near-identical distinct photos apart (template-like
 interiors, one model in one setting), so every hash candidate is confirmed on the two stored
-normalized photos: the crop that best aligns one with the other is searched (whole photo against
-crops of up to ``_MAX_CROP`` per edge of the other, both ways), each colour channel is fitted by gain
-and offset (brightness and contrast changes), and the candidate is a duplicate when the remaining
-RMS difference is at most ``settings.dedup_max_residual`` grey levels. A copy stays within ~8 levels
-(JPEG noise, resampling, clipped highlights); distinct photos are 14 or more apart.
+normalized photos: the crop of one that best aligns with all of the other is searched (up to 8% per
+edge, both ways, coarse grid then coordinate ascent), each colour channel is fitted by a gain and an
+offset (brightness, contrast), pixels clipped white in either photo are left out, and the candidate is
+a duplicate when the remaining RMS difference is at most ``settings.dedup_max_residual`` grey levels.
+Copies stay below ~9 levels (JPEG noise, resampling), distinct photos measured 14 and more.
 
 Decisions are serialized (an advisory lock on PostgreSQL, a process lock on embedded SQLite), so an
 image is only ever compared with originals decided before it: duplicates always point at an
@@ -65,6 +64,9 @@ _CHUNK_ORDER = (0, 1, 2, 3)
 _DEDUP_LOCK_KEY = 0x0AD7D0D0  # pg_advisory_xact_lock key for dedup decisions
 _embedded_lock = threading.Lock()
 _ORIGINAL_STAGES = (Stage.inference.value, Stage.done.value)
+#: When a photo cannot be looked at, only hashes this close count (distinct sandbox photos come this
+#: close once in ~10,000 photos; at 8 bits, 20 times as often).
+_UNVERIFIED_MAX_DISTANCE = 4
 
 
 # --- the index -------------------------------------------------------------------------------------
@@ -163,32 +165,47 @@ def _near_postgres(session: Session, queries: list[int], threshold: int, plan: l
     """On PostgreSQL the distance is checked inside the index: each ``(phash_cN, phash)`` index is
     probed for the chunk's neighbours and its entries filtered by ``bit_count`` on the index tuple (an
     index-only scan: no table row is read for the thousands of chunk matches that are too far); only
-    the few hashes within the threshold are then joined back to their rows for the stage filters."""
-    params: dict[str, object] = {"t": threshold}
-    for k, q in enumerate(queries):
-        chunks = phash_chunks(q)
-        params[f"q{k}"] = q
-        for i, r in plan:
-            params[f"a{k}_{i}"] = chunk_neighbours(chunks[f"phash_c{i}"], r)
+    the few hashes within the threshold are then joined back to their rows for the stage filters.
+
+    The statement is prepared once per connection (planning a lookup with several probes costs more
+    than running it)."""
+    chunks = tuple(i for i, _ in plan)
+    name, sql = _postgres_statement(len(queries), chunks, exclude_id is not None)
+    conn = session.connection()
+    prepared = conn.info.setdefault("autodetect_dedup_prepared", set())  # lives with the DBAPI connection
+    if name not in prepared:
+        conn.exec_driver_sql(f"PREPARE {name} AS {sql}")
+        prepared.add(name)
+    args: list[object] = []
+    for q in queries:
+        c = phash_chunks(q)
+        args += [q, *(chunk_neighbours(c[f"phash_c{i}"], r) for i, r in plan)]
+    args.append(threshold)
     if exclude_id is not None:
-        params["x"] = exclude_id
-    sql = _postgres_query(len(queries), tuple(i for i, _ in plan), exclude_id is not None)
-    return session.execute(sql, params).all()
+        args.append(exclude_id)
+    placeholders = ", ".join(["%s"] * len(args))
+    return conn.exec_driver_sql(f"EXECUTE {name} ({placeholders})", tuple(args)).all()
 
 
 @cache
-def _postgres_query(n_queries: int, chunks: tuple[int, ...], exclude: bool):
-    parts = [f"SELECT phash FROM images WHERE phash_c{i} = ANY(CAST(:a{k}_{i} AS integer[])) "
-             f"AND bit_count(CAST(phash # CAST(:q{k} AS bigint) AS bit(64))) <= :t"
-             for k in range(n_queries) for i in chunks]
+def _postgres_statement(n_queries: int, chunks: tuple[int, ...], exclude: bool) -> tuple[str, str]:
+    """``(name, SQL with $n parameters)``: per query its hash, then one neighbour array per chunk; then
+    the threshold; then the id to leave out."""
+    per_query = 1 + len(chunks)
+    t = n_queries * per_query + 1
+    parts = [f"SELECT phash FROM images WHERE phash_c{i} = ANY(${k * per_query + 2 + n}::integer[]) "
+             f"AND bit_count((phash # ${k * per_query + 1}::bigint)::bit(64)) <= ${t}::integer"
+             for k in range(n_queries) for n, i in enumerate(chunks)]
     # LATERAL with OFFSET 0 (which keeps the planner from flattening it into a hash join over the
     # whole table): one index probe per hit, as the planner cannot know how few pass ``bit_count``.
-    return text(f"WITH hits AS ({' UNION '.join(parts)}) "
-                "SELECT r.id, r.phash, r.normalized_key FROM hits CROSS JOIN LATERAL ("
-                "SELECT i.id, i.phash, i.normalized_key FROM images i "
-                "WHERE i.phash_c0 = CAST(hits.phash & 65535 AS integer) AND i.phash = hits.phash "
-                "AND i.duplicate_of_id IS NULL AND i.stage IN ('inference', 'done') AND i.state <> 'failed'"
-                f"{' AND i.id <> :x' if exclude else ''} OFFSET 0) r")
+    sql = (f"WITH hits AS ({' UNION '.join(parts)}) "
+           "SELECT r.id, r.phash, r.normalized_key FROM hits CROSS JOIN LATERAL ("
+           "SELECT i.id, i.phash, i.normalized_key FROM images i "
+           "WHERE i.phash_c0 = (hits.phash & 65535)::integer AND i.phash = hits.phash "
+           "AND i.duplicate_of_id IS NULL AND i.stage IN ('inference', 'done') AND i.state <> 'failed'"
+           f"{f' AND i.id <> ${t + 1}::bigint' if exclude else ''} OFFSET 0) r")
+    name = f"autodetect_near_{n_queries}_{''.join(map(str, chunks))}_{int(exclude)}"
+    return name, sql
 
 
 # --- probes ----------------------------------------------------------------------------------------
@@ -324,7 +341,15 @@ def _refine(whole: Thumb, other: Thumb, box: tuple[float, float, float, float]):
     return best, target, _sample(other, best)
 
 
+_CLIPPED = 245.0  # a pixel this bright in either photo may be clipped (a brightened copy saturates)
+
+
 def _fit_residual(target: np.ndarray, region: np.ndarray) -> float:
+    """RMS of the per-pixel worst channel difference after fitting ``region`` to ``target`` by a gain and
+    an offset per channel, over the pixels that are not clipped in either (when enough are left)."""
+    keep = (target.max(axis=0) < _CLIPPED) & (region.max(axis=0) < _CLIPPED)
+    if keep.mean() >= 0.25:
+        target, region = target[:, keep], region[:, keep]
     xm, ym = region.mean(axis=1, keepdims=True), target.mean(axis=1, keepdims=True)
     x, y = region - xm, target - ym
     gain = (x * y).sum(axis=1, keepdims=True) / np.maximum((x * x).sum(axis=1, keepdims=True), 1e-6)
@@ -394,9 +419,9 @@ class _Verifier:
             return True
         other = _load(self.store, c.normalized_key) if self.photo is not None else None
         if self.photo is None or other is None:
-            # Nothing to look at: the hash decides, the photo's own hash only.
+            # A photo is missing from the store: the photo's own hash decides, strictly.
             log.warning("dedup: cannot verify candidate %s on the pixels; the hash decides", c.id)
-            return hamming(self.phash, c.phash) <= self.settings.dedup_hamming_threshold
+            return hamming(self.phash, c.phash) <= min(self.settings.dedup_hamming_threshold, _UNVERIFIED_MAX_DISTANCE)
         if self._query is None:
             self._query = Thumb(self.photo)
         limit = self.settings.dedup_max_residual

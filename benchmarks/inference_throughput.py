@@ -361,7 +361,7 @@ def measure_queue(args, bundle: Path, work: Path, served, x: np.ndarray) -> dict
             photos += sum(n for _, n in mine[1:])
             seconds += (mine[-1][0] - mine[0][0]).total_seconds()
     cold = (batches[0][0] - sent[0]).total_seconds()
-    tasks = _task_results(logs / "inference.log")[1:]  # after the warm-up
+    tasks = [r for r in _task_results(logs / "inference.log")[1:] if r.get("batches")]  # after the warm-up
     model_s = sum(r.get("seconds", {}).get("model", 0.0) for r in tasks)
     predicted = sum(r.get("predicted", 0) for r in tasks)
     return {"photos": tranches * per_tranche, "tranches": tranches, "batches": len(batches) - 1,
@@ -560,7 +560,8 @@ def main() -> int:
     print(f"\nInceptionV3 at 224 px, RANDOM weights (speed does not depend on them), {NUM_CLASSES} classes, "
           f"int8 dynamic-range LiteRT; {os.cpu_count()} CPUs (shared); inference_threads={args.threads or 'default'}; "
           f"{queue['photos']} photos in {queue['batches']} batches (sizes {queue['batch_sizes']}, "
-          f"{queue['tranches']} tranches, {queue['tasks']} tasks did work), "
+          f"{queue['tranches']} tranches after a warm-up batch; {queue['tasks']} of the messages found work, the "
+          f"others none), "
           f"{args.photo_side}-px JPEGs; {queue['not_done']} rows not done\n")
     print("| measure | result | goal | |")
     print("|---|---|---|---|")

@@ -2,7 +2,8 @@
 
 Real stack: PostgreSQL (a fresh database), Redis, separate ``celery -A workers worker -Q inference``
 processes (prefork). The first worker is slowed by ``inference_test_delay_s`` so that it is killed
-holding a claimed batch; its message is unacknowledged (and stays so until the broker's visibility
+holding claimed batches (the one in the model and the next, claimed by its pipeline); its message is
+unacknowledged (and stays so until the broker's visibility
 timeout), its rows stay ``running``. A second worker takes the other messages; the sweeper (with a
 small ``stale_after_s``) returns the killed batch's rows to ``pending`` and re-sends them."""
 
@@ -67,19 +68,21 @@ def test_sigkill_mid_batch_loses_nothing_and_duplicates_nothing(tmp_path, pg_url
     try:
         first = _worker(stack, "inference1", delay_s=60)
         send("inference", ids)
-        wait_for(lambda: _count(settings, Image.state == "running") == BATCH, 120, stack,
-                 "the first worker to claim a batch", poll=0.1)
+        # The worker claims a batch and, while the (slowed) model runs, the next one (its pipeline).
+        wait_for(lambda: _count(settings, Image.state == "running") == 2 * BATCH, 120, stack,
+                 "the first worker to claim its batches", poll=0.1)
         time.sleep(0.5)  # well inside the 60 s pause: the batch is half done
         assert _predictions(settings) == 0
         stack.kill("inference1", signal.SIGKILL)
         first.wait(timeout=20)
         del stack.procs["inference1"]
-        assert _count(settings, Image.state == "running") == BATCH, "the killed batch's rows stay claimed"
+        stuck = _count(settings, Image.state == "running")
+        assert stuck == 2 * BATCH, "the killed worker's rows stay claimed"
         assert _predictions(settings) == 0, "nothing half-written"
 
         _worker(stack, "inference2", delay_s=0)
-        wait_for(lambda: _predictions(settings) == unique - BATCH, 120, stack, "the other batches")
-        assert _count(settings, Image.state == "running") == BATCH
+        wait_for(lambda: _predictions(settings) == unique - stuck, 120, stack, "the other photos")
+        assert _count(settings, Image.state == "running") == stuck
 
         def swept_and_done():
             sweep(settings, send)  # the beat's maintenance.sweep, called directly

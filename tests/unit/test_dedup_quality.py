@@ -181,7 +181,7 @@ def _popcount_min(queries: np.ndarray, stored: np.ndarray) -> np.ndarray:
     return np.min(np.bitwise_count(queries[:, None] ^ stored[None, :]), axis=0)
 
 
-def calibrate(market: Marketplace, data_dir: Path, thresholds=range(4, 15, 2)) -> None:
+def calibrate(market: Marketplace, data_dir: Path, thresholds=range(4, 13, 2), residual_upto: int = 10) -> None:
     quality, settings = measure(market, data_dir)
     print(quality.line(settings))
     if quality.wrong:
@@ -272,7 +272,7 @@ def calibrate(market: Marketplace, data_dir: Path, thresholds=range(4, 15, 2)) -
     for k, t in enumerate(truths):
         if t.original is not None:
             copy_res[t.transform].append(residual(thumb(k), thumb(index[root_of(market, paths[k])])))
-    distinct_res = [(residual(thumb(k), thumb(j)), k, j, d) for k, j, d in candidates]
+    distinct_res = [(residual(thumb(k), thumb(j)), k, j, d) for k, j, d in candidates if d <= residual_upto]
     n_checks = sum(len(v) for v in copy_res.values()) + len(distinct_res)
     print(f"\nverification residual (RMS grey levels after alignment and gain/offset), "
           f"{(time.perf_counter() - started) / max(1, n_checks) * 1000:.1f} ms per pair:")
@@ -281,7 +281,7 @@ def calibrate(market: Marketplace, data_dir: Path, thresholds=range(4, 15, 2)) -
         print(f"  copies {tr:9} n={len(v):4}  p50 {np.median(v):5.2f}  p95 {np.percentile(v, 95):5.2f}  max {v.max():5.2f}")
     if distinct_res:
         v = np.array([r for r, *_ in distinct_res])
-        print(f"  distinct candidates (probed distance <= {max(thresholds)}) n={len(v)}  min {v.min():5.2f}  "
+        print(f"  distinct candidates (any model, probed distance <= {residual_upto}) n={len(v)}  min {v.min():5.2f}  "
               f"p1 {np.percentile(v, 1):5.2f}  p50 {np.median(v):5.2f}; below 12: "
               f"{[(paths[k], paths[j], d, round(r, 1)) for r, k, j, d in distinct_res if r < 12]}")
 

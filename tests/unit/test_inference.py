@@ -19,6 +19,7 @@ from autodetect.inference import (
     claim,
     claim_batch,
     predict_batch,
+    predict_pending,
     serving_preference,
 )
 from autodetect.registry import find_version, promote
@@ -303,3 +304,58 @@ print("heavy", bad)
 """
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert "'predicted': 1" in out.stdout and "heavy []" in out.stdout, out.stdout + out.stderr
+
+
+def test_one_message_drains_the_queue_as_a_pipeline(settings, photos):
+    register_version(settings, "v1", RGB)
+    ids = add_listings(settings, [{"photos": [photos[c] for c in RGB] * 2, "label": "red"} for _ in range(5)])
+    assert len(ids) == 30
+    provider = ModelProvider(settings)
+    seen = []
+    with session_scope(settings) as s:
+        model = provider.get(s)
+    real = model.predict
+
+    def watch(x):
+        with session_scope(settings) as s:  # while the model runs, the next batch is already claimed
+            seen.append(s.scalar(select(func.count()).select_from(Image).where(Image.state == "running")))
+        return real(x)
+
+    model.predict = watch
+    result = predict_pending(settings, provider)
+    assert (result.predicted, result.batches, result.failed) == (30, 4, 0)  # batches of 8: 8, 8, 8, 6
+    assert max(seen) <= 16 and seen[-1] in (6, 14), "at most two batches claimed at a time"
+    assert set(result.seconds) == {"claim", "read", "decode", "model", "write"}
+    assert _counts(settings) == {"done": 30}
+    assert predict_pending(settings, provider).batches == 0, "a surplus message finds nothing"
+    # budget 0: one batch per message
+    with session_scope(settings) as s:
+        s.execute(update(Image).values(stage="inference", state="pending"))
+    assert predict_pending(settings, provider, budget_s=0).batches == 1
+
+
+@pytest.mark.parametrize("fail_at", [1, 3])
+def test_a_pipeline_that_fails_gives_back_what_it_did_not_write(settings, photos, fail_at):
+    register_version(settings, "v1", RGB)
+    add_listings(settings, [{"photos": [photos[c] for c in RGB] * 2, "label": "red"} for _ in range(5)])
+    provider = ModelProvider(settings)
+    with session_scope(settings) as s:
+        model = provider.get(s)
+    real, calls = model.predict, []
+
+    def flaky(x):
+        calls.append(len(x))
+        if len(calls) == fail_at:
+            raise KeyboardInterrupt  # or any error: Ctrl-C in the middle of a batch
+        return real(x)
+
+    model.predict = flaky
+    with pytest.raises(KeyboardInterrupt):
+        predict_pending(settings, provider)
+    written = 8 * (fail_at - 1)
+    assert _counts(settings) == {k: v for k, v in {"done": written, "pending": 30 - written}.items() if v}
+    with session_scope(settings) as s:
+        assert s.scalar(select(func.count()).select_from(Prediction)) == written
+    model.predict = real
+    assert predict_pending(settings, provider).predicted == 30 - written
+    assert _counts(settings) == {"done": 30}
