@@ -26,9 +26,9 @@ Copies stay below ~9 levels (JPEG noise, resampling), distinct photos measured 1
 
 Decisions are serialized (an advisory lock on PostgreSQL, a process lock on embedded SQLite), so an
 image is only ever compared with originals decided before it: duplicates always point at an
-original, never at another duplicate. The slow part, verification, runs before the lock against the
-candidates found then; under the lock the lookup is repeated and only originals decided in between
-are verified there."""
+original, never at another duplicate. On PostgreSQL the slow part, verification, runs before the
+lock against the candidates found then; under the lock the lookup is repeated and only originals
+decided in between are verified there."""
 
 from __future__ import annotations
 
@@ -456,8 +456,12 @@ def dedup_image(settings: Settings, image_id: int, dispatch: Dispatch, *,
         photo = _load(store, key)
         queries = [phash, *(probe_hashes(photo, settings.dedup_probe_margins) if photo is not None else [])]
         verifier = _Verifier(settings, store, photo, phash)
-        with session_scope(settings) as s:  # the slow part, verification, outside the lock
-            verifier.pick(find_candidates(s, queries, threshold, exclude_id=image_id))
+        with session_scope(settings) as s:
+            # The slow part, verification, outside the lock that other dedup workers wait on (embedded
+            # SQLite: one process, whose transactions take the database's write lock anyway: not worth
+            # a second lookup).
+            if is_postgres(s):
+                verifier.pick(find_candidates(s, queries, threshold, exclude_id=image_id))
 
     with session_scope(settings) as s, _decision_lock(s):
         image = s.get(Image, image_id)

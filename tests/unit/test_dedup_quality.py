@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import multiprocessing
 import os
 import random
 import sys
@@ -68,15 +69,34 @@ LISTINGS, MODELS, SEED = 300, 10, 2024
 
 
 class MarketplaceFetcher:
-    """The download stage's fetcher, answering from the marketplace's bytes (no HTTP)."""
+    """The download stage's fetcher, answering from the marketplace's bytes (no HTTP). The photos are
+    rendered ahead, in listing order, by a child process (rendering is a third of the work; this way it
+    overlaps with the rest on a second core)."""
 
     def __init__(self, market: Marketplace):
         self.market = market
+        ctx = multiprocessing.get_context("fork")
+        self.queue = ctx.Queue(maxsize=512)
+        self.child = ctx.Process(target=self._render, args=(market.size, len(market.specs), market.seed,
+                                                            market.bad_input, self.queue), daemon=True)
+        self.child.start()
+
+    @staticmethod
+    def _render(size: int, models: int, seed: int, bad_input: bool, queue) -> None:
+        market = Marketplace(listings=size, models=models, seed=seed, bad_input=bad_input)
+        for listing in market.listings():
+            for photo in listing.photos:
+                queue.put((photo.path, market.photo_bytes(photo.path)))
 
     def fetch(self, url: str) -> Fetched:
-        data = self.market.photo_bytes(url)
-        assert data is not None, url
+        path, data = self.queue.get(timeout=60)
+        assert path == url and data is not None, (path, url)
         return Fetched(data=data, content_type="image/jpeg", final_url=url, kind="jpeg")
+
+    def close(self) -> None:
+        self.child.join(timeout=10)
+        if self.child.is_alive():
+            self.child.terminate()
 
 
 @dataclass
@@ -145,6 +165,7 @@ def measure(market: Marketplace, data_dir: Path, **overrides) -> tuple[Quality, 
             while queued:
                 dedup_image(settings, queued.pop(0), dispatch, store=store)
     q.seconds = time.perf_counter() - started
+    fetcher.close()
 
     with session_scope(settings) as s:
         rows = s.execute(select(Image.id, Image.duplicate_of_id, Image.duplicate_distance)).all()
