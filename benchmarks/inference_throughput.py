@@ -331,7 +331,7 @@ def measure_queue(args, bundle: Path, work: Path, served, x: np.ndarray) -> dict
                     with session_scope(settings) as s:
                         return s.scalar(select(func.count()).select_from(Prediction)) >= target
                 window = time.perf_counter()
-                wait_until(finished, 1800, "the queue to drain", [worker], poll=0.1)
+                wait_until(finished, 1800, "the queue to drain", [worker], poll=0.25)
                 window = time.perf_counter() - window
                 if t == 0:
                     continue
@@ -451,7 +451,11 @@ def measure_e2e(args, bundle: Path, work: Path) -> dict:
 
 
 def compare_formats(args, work: Path) -> list[dict]:
+    from autodetect.inference import serving_threads
     from autodetect.model.runtime import ServingModel
+    from autodetect.settings import configure
+
+    threads = serving_threads(configure(data_dir=work, inference_threads=args.threads))  # the same for both
 
     rows = []
     for backbone, size in (("inception_v3", 224), ("mobilenet_v3_small", 224), ("compact_cnn", 64)):
@@ -460,7 +464,7 @@ def compare_formats(args, work: Path) -> list[dict]:
         rates: dict[str, list[float]] = {"tflite": [], "onnx": []}
         for _ in range(2):  # alternate, so that both see the same machine
             for fmt in ("tflite", "onnx"):
-                model = ServingModel.load(bundle / f"model.{fmt}", num_threads=args.threads or None)
+                model = ServingModel.load(bundle / f"model.{fmt}", num_threads=threads)
                 rates[fmt].append(throughput(model.predict, x, args.seconds / 2))
                 del model
         lite, onnx = (sum(v) / len(v) for v in rates.values())
@@ -558,7 +562,8 @@ def main() -> int:
                  f"{decode[512]:.2f} (512-px JPEG)", "-", None))
 
     print(f"\nInceptionV3 at 224 px, RANDOM weights (speed does not depend on them), {NUM_CLASSES} classes, "
-          f"int8 dynamic-range LiteRT; {os.cpu_count()} CPUs (shared); inference_threads={args.threads or 'default'}; "
+          f"int8 dynamic-range LiteRT; {os.cpu_count()} CPUs (shared); {served.threads} model threads "
+          f"(inference_threads={args.threads or 'default: the cores'}); "
           f"{queue['photos']} photos in {queue['batches']} batches (sizes {queue['batch_sizes']}, "
           f"{queue['tranches']} tranches after a warm-up batch; {queue['tasks']} of the messages found work, the "
           f"others none), "

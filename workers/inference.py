@@ -5,16 +5,21 @@ parent, and never through TensorFlow. Between batches the provider notices a pro
 
 ``inference.predict`` carries a photo id only as a hint (the batch claims whatever is pending, and
 keeps claiming batches while there are any, see ``inference.predict_pending``), so a redelivered or
-surplus message is harmless: it finds nothing to do and returns at once. ``inference.tag`` carries the ids and the version for
-tagging with a version that is not the active one; it is idempotent too."""
+surplus message is harmless: it finds nothing to do and returns at once. ``inference.tag`` carries
+the ids and the version for tagging with a version that is not the active one; idempotent too.
+
+The pool's processes share the cores: each model runs on cores / pool size threads (unless
+``inference_threads`` says otherwise)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import cache
 
+from celery import signals
+
 from autodetect.db import session_scope
-from autodetect.inference import ModelProvider, ModelUnavailable, predict_images, predict_pending
+from autodetect.inference import ModelProvider, ModelUnavailable, predict_images, predict_pending, serving_threads
 from autodetect.settings import get_settings
 from autodetect.storage import Stage
 from workers.app import app
@@ -23,9 +28,22 @@ from workers.queues import queue_specs
 _LIMIT = queue_specs(get_settings())["inference"].time_limit
 
 
+#: Processes of this worker that run models side by side; they share the cores (see ``_size``).
+_pool_size = 1
+
+
+@signals.celeryd_after_setup.connect
+def _size(sender=None, instance=None, **_):
+    """Runs in the worker's parent before the pool forks: remember the pool's size (1 for solo)."""
+    global _pool_size
+    solo = "solo" in getattr(getattr(instance, "pool_cls", None), "__module__", "")
+    _pool_size = 1 if solo else max(1, int(getattr(instance, "concurrency", 1) or 1))
+
+
 @cache
 def _provider() -> ModelProvider:  # one per process: created in the child that runs the task
-    return ModelProvider(get_settings())
+    settings = get_settings()
+    return ModelProvider(settings, threads=serving_threads(settings, share=_pool_size))
 
 
 @app.task(name="inference.predict", time_limit=_LIMIT)

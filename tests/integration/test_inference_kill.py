@@ -88,6 +88,7 @@ def test_sigkill_mid_batch_loses_nothing_and_duplicates_nothing(tmp_path, pg_url
             sweep(settings, send)  # the beat's maintenance.sweep, called directly
             return _predictions(settings) == unique and _count(settings, Image.state != "done") == 0
         wait_for(swept_and_done, 90, stack, "the sweeper to re-pend the killed batch", poll=1.0)
+        log = (stack.logs / "inference2.log").read_text()  # before the stop (a SIGTERM mid-task logs one)
     finally:
         stack.stop()
 
@@ -97,5 +98,4 @@ def test_sigkill_mid_batch_loses_nothing_and_duplicates_nothing(tmp_path, pg_url
         assert set(per_photo.values()) == {1}, "exactly one prediction each"
         listings = dict(s.execute(select(ListingPrediction.listing_id, ListingPrediction.photos)).all())
     assert listings == {1: 4, 2: 4, 3: 4, 4: 4, 5: 4, 6: 2, 7: 2}
-    log = (stack.logs / "inference2.log").read_text()
     assert "Traceback" not in log, log[-3000:]

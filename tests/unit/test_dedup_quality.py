@@ -54,7 +54,13 @@ from autodetect.dedup import (
     residual,
 )
 from autodetect.download import download_image
-from autodetect.images.decode import decode_image, hamming, normalize, perceptual_hash, to_signed64
+from autodetect.images.decode import (
+    decode_image,
+    hamming,
+    normalize,
+    perceptual_hash,
+    to_signed64,
+)
 from autodetect.images.fetch import Fetched
 from autodetect.images.store import ImageStore
 from autodetect.sandbox.marketplace import Marketplace
@@ -216,7 +222,7 @@ def test_index_plan_never_misses_a_hash_within_the_threshold():
     """The refined pigeonhole: for every threshold, any two hashes within it agree on some probed
     chunk within that chunk's radius (random pairs at every distance up to the threshold)."""
     rng = random.Random(5)
-    for threshold in range(0, 17):
+    for threshold in range(17):
         plan = [(i, r) for i, r in index_plan(threshold) if r >= 0]
         for _ in range(400):
             a = rng.getrandbits(64)
@@ -224,7 +230,7 @@ def test_index_plan_never_misses_a_hash_within_the_threshold():
             for bit in rng.sample(range(64), rng.randint(0, threshold)):
                 b ^= 1 << bit
             ca, cb = phash_chunks(a), phash_chunks(b)
-            assert any(bin(ca[f"phash_c{i}"] ^ cb[f"phash_c{i}"]).count("1") <= r for i, r in plan), (threshold, a, b)
+            assert any((ca[f"phash_c{i}"] ^ cb[f"phash_c{i}"]).bit_count() <= r for i, r in plan), (threshold, a, b)
 
 
 def _fill(session, hashes: list[int]) -> None:

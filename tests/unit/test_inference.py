@@ -359,3 +359,13 @@ def test_a_pipeline_that_fails_gives_back_what_it_did_not_write(settings, photos
     model.predict = real
     assert predict_pending(settings, provider).predicted == 30 - written
     assert _counts(settings) == {"done": 30}
+
+
+def test_serving_threads_share_the_cores(tmp_path, monkeypatch):
+    from autodetect.inference import serving_threads
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(8)))
+    assert serving_threads(configure(data_dir=tmp_path)) == 8, "LiteRT alone would take one thread"
+    assert serving_threads(configure(data_dir=tmp_path), share=2) == 4
+    assert serving_threads(configure(data_dir=tmp_path), share=16) == 1
+    assert serving_threads(configure(data_dir=tmp_path, inference_threads=3), share=2) == 3
