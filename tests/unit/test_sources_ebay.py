@@ -296,7 +296,8 @@ def test_details_are_fetched_only_when_the_title_lacks_the_model_concurrently_an
     assert (rows["v1|1|0"].car_class.name, rows["v1|1|0"].seller_model, rows["v1|1|0"].year) == ("Audi TT", "TT", 2012)
     assert rows["v1|1|0"].label_method == "aspects"
     assert rows["v1|6|0"].class_id is None and "item details: http 404" in rows["v1|6|0"].issues
-    assert rows["v1|7|0"].car_class.name == "Audi TT" and rows["v1|7|0"].year is None
+    # No detail call for v1|7|0 (its title names the model): its year comes from the title alone.
+    assert rows["v1|7|0"].car_class.name == "Audi TT" and rows["v1|7|0"].year == 2015
 
     again = run(settings)
     assert again.details == 1 and fake.calls["item"] == 7  # only the one no detail call could label
