@@ -22,7 +22,8 @@ normalized photos: the crop of one that best aligns with all of the other is sea
 edge, both ways, coarse grid then coordinate ascent), each colour channel is fitted by a gain and an
 offset (brightness, contrast), pixels clipped white in either photo are left out, and the candidate is
 a duplicate when the remaining RMS difference is at most ``settings.dedup_max_residual`` grey levels.
-Copies stay below ~9 levels (JPEG noise, resampling), distinct photos measured 14 and more.
+Copies measured up to 8.8 levels (JPEG noise, resampling), distinct candidates 12.1 and more
+(benchmarks/RESULTS.md, "Dedup index").
 
 Decisions are serialized (an advisory lock on PostgreSQL, a process lock on embedded SQLite), so an
 image is only ever compared with originals decided before it: duplicates always point at an
@@ -446,10 +447,11 @@ def dedup_image(settings: Settings, image_id: int, dispatch: Dispatch, *,
     store = store or ImageStore(settings.data_dir / "images", fsync=False)
     threshold = settings.dedup_hamming_threshold
     with session_scope(settings) as s:
-        image = s.get(Image, image_id)
-        if image is None or image.stage != Stage.dedup.value or image.state != State.pending.value:
+        row = s.execute(select(Image.phash, Image.normalized_key).where(
+            Image.id == image_id, Image.stage == Stage.dedup.value, Image.state == State.pending.value)).first()
+        if row is None:
             return DedupOutcome("skipped")
-        phash, key = image.phash, image.normalized_key
+        phash, key = row
     queries: list[int] = []
     verifier = None
     if phash is not None:
@@ -464,12 +466,13 @@ def dedup_image(settings: Settings, image_id: int, dispatch: Dispatch, *,
                 verifier.pick(find_candidates(s, queries, threshold, exclude_id=image_id))
 
     with session_scope(settings) as s, _decision_lock(s):
-        image = s.get(Image, image_id)
-        if image is None or image.stage != Stage.dedup.value or image.state != State.pending.value:
+        image = s.execute(select(Image.sha256, Image.listing_id).where(
+            Image.id == image_id, Image.stage == Stage.dedup.value, Image.state == State.pending.value)).first()
+        if image is None:
             return DedupOutcome("skipped")
         original_id, distance = None, None
         exact = s.execute(
-            select(Image.id).where(Image.sha256 == image.sha256, Image.id != image.id,
+            select(Image.id).where(Image.sha256 == image.sha256, Image.id != image_id,
                                    Image.duplicate_of_id.is_(None), Image.stage.in_(_ORIGINAL_STAGES),
                                    Image.state != State.failed.value).order_by(Image.id).limit(1)
         ).scalar_one_or_none() if image.sha256 else None
@@ -477,17 +480,18 @@ def dedup_image(settings: Settings, image_id: int, dispatch: Dispatch, *,
             original_id, distance = exact, 0
         elif verifier is not None:
             # Again under the lock: originals decided since are verified here, the rest are memoized.
-            picked = verifier.pick(find_candidates(s, queries, threshold, exclude_id=image.id))
+            picked = verifier.pick(find_candidates(s, queries, threshold, exclude_id=image_id))
             if picked is not None:
                 original_id, distance = picked.id, picked.distance
+        table = Image.__table__  # plain UPDATEs: no ORM session synchronization to evaluate
         if original_id is None:
-            s.execute(update(Image).where(Image.id == image.id)
+            s.execute(update(table).where(table.c.id == image_id)
                       .values(stage=Stage.inference.value, state=State.pending.value, updated_at=utcnow()))
             outcome = DedupOutcome("unique")
         else:
-            original = s.get(Image, original_id)
-            conflict = _labels_differ(s, image.listing_id, original.listing_id)
-            s.execute(update(Image).where(Image.id == image.id).values(
+            original_listing = s.execute(select(Image.listing_id).where(Image.id == original_id)).scalar_one()
+            conflict = _labels_differ(s, image.listing_id, original_listing)
+            s.execute(update(table).where(table.c.id == image_id).values(
                 stage=Stage.done.value, state=State.done.value, duplicate_of_id=original_id,
                 duplicate_distance=distance, label_conflict=conflict, updated_at=utcnow()))
             # The duplicate reuses its original's prediction, if there is one already.

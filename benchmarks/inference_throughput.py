@@ -6,17 +6,22 @@
 In ONE run on this machine:
 
 1. **raw**: the serving model's photos/s at batch ``--batch`` in one process (``ServingModel.predict`` on
-   decoded images in memory), loaded exactly as the worker loads it (``inference.load_serving_model``:
-   the measured-faster format, ``inference_threads``). InceptionV3 at 224 px with RANDOM weights (no
-   ImageNet download here; speed does not depend on the weights), 100 classes, exported to int8
-   dynamic-range LiteRT. Measured before and after the queue run; their mean is the reference.
+   images in memory), loaded exactly as the worker loads it (``inference.load_serving_model``: the
+   measured-faster format, one thread per core). InceptionV3 at 224 px with RANDOM weights (no ImageNet
+   download here; speed does not depend on the weights), 100 classes, exported to int8 dynamic-range
+   LiteRT.
 2. **queue**: steady-state photos/s through real Celery: a separate ``celery -A workers worker -Q
-   inference -P prefork -c 1`` process, Redis, PostgreSQL (a scratch database, dropped afterwards).
-   ``--photos`` pending rows inserted in bulk (3 per listing), pre-normalized JPEGs on disk (at the
-   model's input size, ``--photo-side``), one message per batch of ``--batch``. Steady state: the photos
-   of batches 2..n over the time between the first and last batch's commit (the worker stamps each
-   batch), so the model load and the first message are left out (shown separately as "cold").
-3. **keras**: ``keras.Model.predict`` of the same InceptionV3 (float32) at the same batch, vs raw.
+   inference -P prefork -c 1`` process, Redis, PostgreSQL (a scratch database, dropped afterwards),
+   pre-normalized JPEGs on disk (at the model's input size, ``--photo-side``), one message per batch of
+   ``--batch``. In tranches of ``--tranche`` batches (after a one-batch warm-up that loads the model):
+   each tranche's pending rows are inserted in bulk (3 photos per listing), its messages sent, and
+   after it drained the raw model runs for as long in the benchmark process. A tranche's steady state
+   is the photos of its batches 2..n over the time from its first batch's commit to its last (the
+   worker stamps each batch). The machine is shared and its load changes by the minute, so the goal is
+   judged on the median over tranches of (tranche / mean of the raw windows just before and after it);
+   the all-tranches ratio is printed too.
+3. **keras**: ``keras.Model.predict`` of the same InceptionV3 (float32) at the same batch, in four
+   windows alternating with the serving model; the goal is judged on the median of the four ratios.
 4. **memory**: peak RSS of the inference worker's process tree (parent + child, sampled every 50 ms,
    shared pages counted in each process, so an upper bound), and the child's own peak.
 5. **e2e**: listings/s from ``discovery.crawl`` to every crawled listing with photos tagged, against the
@@ -24,8 +29,8 @@ In ONE run on this machine:
    processes (as tests/integration/conftest.py starts them), the InceptionV3 version active. Beside it,
    the model-only limit: raw photos/s divided by the unique photos predicted per listing.
 6. **formats** (``--formats``, default on): LiteRT int8 vs ONNX Runtime (float32, tf2onnx) photos/s at
-   the batch size for inception_v3, mobilenet_v3_small and compact_cnn, the basis of
-   ``inference.MEASURED_FASTEST``.
+   the batch size, on the same threads, for inception_v3, mobilenet_v3_small and compact_cnn: the basis
+   of ``inference.MEASURED_FASTEST``.
 
 Models are built and exported once into ``--work`` (reused by later runs). The machine is shared: read
 the ratios, which are measured within one run. Exit status 1 when a goal is missed.
@@ -306,7 +311,7 @@ def measure_queue(args, bundle: Path, work: Path, served, x: np.ndarray) -> dict
         from workers.app import make_app
 
         app = make_app()
-        raw_photos, raw_seconds, sent = 0, 0.0, []
+        raw_photos, raw_seconds, sent, raw_windows = 0, 0.0, [], []
         try:
             wait_until(lambda: app.control.ping(timeout=0.5), 90, "the inference worker", [worker], poll=0.1)
             first = 0
@@ -332,14 +337,15 @@ def measure_queue(args, bundle: Path, work: Path, served, x: np.ndarray) -> dict
                         return s.scalar(select(func.count()).select_from(Prediction)) >= target
                 window = time.perf_counter()
                 wait_until(finished, 1800, "the queue to drain", [worker], poll=0.25)
-                window = time.perf_counter() - window
-                if t == 0:
-                    continue
-                started = time.perf_counter()
+                window = time.perf_counter() - window if t else args.seconds
+                started, n = time.perf_counter(), 0
                 while time.perf_counter() - started < window:  # the raw model, for as long
                     served.predict(x)
-                    raw_photos += len(x)
-                raw_seconds += time.perf_counter() - started
+                    n += len(x)
+                raw_windows.append(n / (time.perf_counter() - started))
+                if t:
+                    raw_photos += n
+                    raw_seconds += time.perf_counter() - started
         finally:
             stop([worker])
             sampler.stop()
@@ -353,18 +359,24 @@ def measure_queue(args, bundle: Path, work: Path, served, x: np.ndarray) -> dict
         engine_for(url).dispose()
     # Steady state per tranche: the photos of its batches 2..n over the time from its first batch's
     # commit to its last's (the first tranche's first batch also loads the model).
-    photos, seconds = 0, 0.0
+    # Each tranche is also paired with the raw windows just before and after it (the machine's load
+    # changes by the minute): the median of those ratios is the robust figure.
+    photos, seconds, pairs = 0, 0.0, []
     bounds = sent[1:] + [datetime.max]
-    for lo, hi in list(zip(sent, bounds))[1:]:
+    for i, (lo, hi) in enumerate(list(zip(sent, bounds))[1:], start=1):
         mine = [(t, n) for t, n in batches if lo <= t < hi]
         if len(mine) > 1:
-            photos += sum(n for _, n in mine[1:])
-            seconds += (mine[-1][0] - mine[0][0]).total_seconds()
+            p, sec = sum(n for _, n in mine[1:]), (mine[-1][0] - mine[0][0]).total_seconds()
+            photos, seconds = photos + p, seconds + sec
+            pairs.append((p / sec, (raw_windows[i - 1] + raw_windows[i]) / 2))
     cold = (batches[0][0] - sent[0]).total_seconds()
     tasks = [r for r in _task_results(logs / "inference.log")[1:] if r.get("batches")]  # after the warm-up
     model_s = sum(r.get("seconds", {}).get("model", 0.0) for r in tasks)
     predicted = sum(r.get("predicted", 0) for r in tasks)
+    ratios = sorted(q / r for q, r in pairs)
     return {"photos": tranches * per_tranche, "tranches": tranches, "batches": len(batches) - 1,
+            "pairs": [(round(q, 1), round(r, 1)) for q, r in pairs],
+            "median_ratio": (ratios[(len(ratios) - 1) // 2] + ratios[len(ratios) // 2]) / 2 if ratios else None,
             "batch_sizes": sorted({n for _, n in batches}), "steady": photos / seconds, "cold": cold,
             "raw": raw_photos / raw_seconds, "not_done": left, "tasks": len(tasks),
             "model_share": model_s / sum(r["_wall"] for r in tasks) if tasks else None,
@@ -491,8 +503,8 @@ def decode_cost(side: int, size: int, n: int = 64) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--photos", type=int, default=1280, help="pending rows for the queue run, in all")
-    parser.add_argument("--tranche", type=int, default=8, help="batches per queue tranche")
+    parser.add_argument("--photos", type=int, default=1536, help="pending rows for the queue run, in all")
+    parser.add_argument("--tranche", type=int, default=6, help="batches per queue tranche")
     parser.add_argument("--photo-side", type=int, default=224, help="side of the pre-normalized JPEGs")
     parser.add_argument("--seconds", type=float, default=12.0, help="per raw/Keras measurement")
     parser.add_argument("--threads", type=int, default=0, help="inference_threads (0: the runtime's default)")
@@ -517,12 +529,14 @@ def main() -> int:
 
     kmodel = keras.models.load_model(bundle / "model.keras", compile=False)
     keras_rates, raw_rates = [], []
-    for _ in range(2):  # alternate Keras and the serving runtime: both see the same machine
+    for _ in range(4):  # alternate Keras and the serving runtime: both see the same machine
         keras_rates.append(throughput(lambda b: kmodel.predict(b.astype(np.float32), batch_size=args.batch,
-                                                               verbose=0), x, args.seconds / 2))
-        raw_rates.append(throughput(served.predict, x, args.seconds / 2))
+                                                               verbose=0), x, args.seconds / 4))
+        raw_rates.append(throughput(served.predict, x, args.seconds / 4))
     del kmodel
-    keras_rate = sum(keras_rates) / 2
+    keras_rate = sum(keras_rates) / len(keras_rates)
+    speedups = sorted(r / k for k, r in zip(keras_rates, raw_rates))
+    speedup_median = (speedups[1] + speedups[2]) / 2
     print(f"keras {keras_rates}  serving {raw_rates}", flush=True)
 
     queue = measure_queue(args, bundle, work, served, x)
@@ -534,22 +548,25 @@ def main() -> int:
 
     rows: list[tuple[str, str, str, bool | None]] = []
     ratio = queue["steady"] / raw
-    raw_k = sum(raw_rates) / 2
+    raw_k = sum(raw_rates) / len(raw_rates)
     speedup = raw_k / keras_rate
     rows.append((f"raw: serving model, {served.format} int8, batch {args.batch}, one process",
                  f"{raw:.1f} photos/s (windows between the queue's tranches)", "reference", None))
-    rows.append(("queue: steady state, Celery prefork -c 1 + Redis + PostgreSQL",
-                 f"{queue['steady']:.1f} photos/s = {ratio:.0%} of raw", f">= {GOALS['queue_ratio']:.0%} of raw",
-                 ratio >= GOALS["queue_ratio"]))
+    rows.append(("queue: steady state, Celery prefork -c 1 + Redis + PostgreSQL, all tranches",
+                 f"{queue['steady']:.1f} photos/s = {ratio:.0%} of raw", "(see the next row)", None))
+    rows.append(("queue vs raw, per tranche against the raw windows around it: median",
+                 f"{queue['median_ratio']:.0%} (queue, raw photos/s: "
+                 + ", ".join(f"{q:.0f}/{r:.0f}" for q, r in queue["pairs"]) + ")",
+                 f">= {GOALS['queue_ratio']:.0%}", queue["median_ratio"] >= GOALS["queue_ratio"]))
     rows.append(("queue: first batch, from its message to its commit (the worker loads the model)",
                  f"{queue['cold']:.1f} s", "-", None))
     if queue["model_share"]:
         rows.append(("queue: the model's share of the worker's task time",
                      f"{queue['model_share']:.0%} ({queue['in_worker_model_rate']:.1f} photos/s while in the model)",
                      "-", None))
-    rows.append(("Keras predict, float32, same batch",
-                 f"{keras_rate:.1f} photos/s vs serving {raw_k:.1f} (alternating windows): {speedup:.1f}x",
-                 f">= {GOALS['keras_speedup']:.0f}x", speedup >= GOALS["keras_speedup"]))
+    rows.append(("Keras predict, float32, same batch, vs the serving model (4 alternating pairs of windows)",
+                 f"{keras_rate:.1f} vs {raw_k:.1f} photos/s: {speedup:.1f}x; median of the pairs {speedup_median:.1f}x",
+                 f">= {GOALS['keras_speedup']:.0f}x", speedup_median >= GOALS["keras_speedup"]))
     rows.append((f"inference worker peak RSS, process tree ({queue['processes']} processes)",
                  f"{queue['rss_tree_mb']:.0f} MB (largest process {queue['rss_child_mb']:.0f} MB)",
                  f"<= {GOALS['worker_rss_mb']:.0f} MB", queue["rss_tree_mb"] <= GOALS["worker_rss_mb"]))
@@ -587,7 +604,7 @@ def main() -> int:
                   f"{r['onnx_mb']:.1f} |")
     print(f"\ntotal {time.perf_counter() - started:.0f} s")
     (work / "results.json").write_text(json.dumps({"raw": raw, "raw_vs_keras": raw_rates,
-                                                   "keras": keras_rate, "queue": queue, "e2e": e2e,
+                                                   "keras": keras_rate, "keras_windows": keras_rates, "speedup_median": speedup_median, "queue": queue, "e2e": e2e,
                                                    "formats": formats, "decode_ms": decode}, indent=2, default=str))
     return 0 if ok else 1
 

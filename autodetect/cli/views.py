@@ -121,7 +121,7 @@ def follow_tagging(console: Console, version_id: int, *, poll_s: float = 0.5, id
                 done, total = tagging_progress(s, version_id)
                 failed = tagging_failures(s)
             bar.update(task, completed=done, total=total)
-            if done >= total or (work is not None and not more):
+            if (not more) if work is not None else done >= total:  # here: until the work runs out
                 break
             if done != last:
                 last, last_change = done, time.monotonic()

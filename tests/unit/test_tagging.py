@@ -170,3 +170,11 @@ def test_the_tag_command_embedded(settings):
         assert s.scalar(select(func.count()).select_from(Prediction)) == 150
     assert runner.invoke(app, args).exit_code == 2
     assert "0 photos queued" in runner.invoke(app, args + ["--model", "v1"]).output
+    # --all: every photo queued again, none recomputed, and none left behind in the queue.
+    result = runner.invoke(app, args + ["--all"])
+    assert result.exit_code == 0 and "150 photos queued for v1 (all), here" in result.output
+    with session_scope(settings) as s:
+        assert set(s.scalars(select(Image.state))) == {"done"}
+        assert s.scalar(select(func.count()).select_from(Prediction)) == 150
+    result = runner.invoke(app, args + ["--missing", "--model", "v7"])
+    assert result.exit_code == 2 and "no model version 'v7'" in result.output
