@@ -57,7 +57,7 @@ def engine(settings: Settings | None = None) -> Engine:
 
 @cache
 def _factory(url: str, readonly: bool = False) -> sessionmaker[Session]:
-    return sessionmaker(engine_for(url, readonly), expire_on_commit=False)
+    return sessionmaker(engine_for(url, True) if readonly else engine_for(url), expire_on_commit=False)
 
 
 @contextmanager

@@ -25,7 +25,7 @@ def active_model(settings: Settings) -> LoadedModel:
             raise IdentifyError("no active model yet: run `autodetect demo` or `autodetect train --now` first")
         try:
             return load_serving_model(settings, version)
-        except Exception as exc:  # noqa: BLE001 - any artifact problem is the user's to fix
+        except Exception as exc:
             raise IdentifyError(f"cannot load model {version.name}: {exc}") from exc
 
 

@@ -40,8 +40,18 @@ from sqlalchemy.orm import Session
 
 from autodetect.db import insert_stmt, is_postgres, session_scope
 from autodetect.settings import Settings
-from autodetect.storage import CarClass, Image, Listing, ListingPrediction, ModelVersion, Prediction, Stage, State, \
-    VersionStatus, utcnow
+from autodetect.storage import (
+    CarClass,
+    Image,
+    Listing,
+    ListingPrediction,
+    ModelVersion,
+    Prediction,
+    Stage,
+    State,
+    VersionStatus,
+    utcnow,
+)
 
 log = logging.getLogger(__name__)
 
@@ -233,7 +243,7 @@ class BatchResult:
     def claimed(self) -> int:
         return self.predicted + self.skipped + self.failed
 
-    def add(self, other: "BatchResult") -> None:
+    def add(self, other: BatchResult) -> None:
         self.predicted += other.predicted
         self.skipped += other.skipped
         self.failed += other.failed

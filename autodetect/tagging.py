@@ -25,7 +25,15 @@ from sqlalchemy.orm import Session
 from autodetect.db import session_scope
 from autodetect.pipeline import Dispatch, no_dispatch
 from autodetect.settings import Settings
-from autodetect.storage import Image, ModelVersion, Prediction, Stage, State, VersionStatus, utcnow
+from autodetect.storage import (
+    Image,
+    ModelVersion,
+    Prediction,
+    Stage,
+    State,
+    VersionStatus,
+    utcnow,
+)
 
 Mode = Literal["missing", "all"]
 #: Sends photo ids to be predicted by a given (non-active) version: ``send(version_id, ids)``.
@@ -83,7 +91,7 @@ def resolve_version(session: Session, ref: str | int | None) -> ModelVersion:
         version = find_version(session, ref)
     except RegistryError as exc:
         raise TaggingError(str(exc)) from exc
-    if version.status in (VersionStatus.failed.value,) or not (version.artifacts or {}).get("dir"):
+    if version.status == VersionStatus.failed.value or not (version.artifacts or {}).get("dir"):
         raise TaggingError(f"{version.name} has no usable model ({version.status})")
     return version
 

@@ -94,15 +94,20 @@ def decide(session: Session, settings: Settings) -> Decision:
                                            f"{settings.min_photos_per_class} labelled unique photos ({sum(counts.values())} photos)")
         return Decision(False, None, f"no model yet; {len(eligible)} of the 2 classes needed have >= "
                                      f"{settings.min_photos_per_class} labelled unique photos")
-    new_classes = sorted(set(eligible) - set(active.classes))
+    # Compare with the newest trained version, promoted or not: a rejected candidate already saw
+    # these photos and classes, and retraining on the same data would loop.
+    latest = session.execute(select(ModelVersion).where(ModelVersion.status != VersionStatus.failed.value)
+                             .order_by(ModelVersion.id.desc()).limit(1)).scalar_one()
+    new_classes = sorted(set(eligible) - set(latest.classes))
     if new_classes:
-        return Decision(True, "new_class", f"{len(new_classes)} class(es) reached the minimum: {', '.join(new_classes[:5])}")
-    known = int(active.dataset.get("photos", 0))
+        return Decision(True, "new_class", f"{len(new_classes)} class(es) reached the minimum since {latest.name}: "
+                                           f"{', '.join(new_classes[:5])}")
+    known = int(latest.dataset.get("photos", 0))
     new = sum(counts[c] for c in eligible) - known
     needed = min(settings.retrain_min_new_photos, max(1, int(settings.retrain_min_new_share * known)))
     if new >= needed:
-        return Decision(True, "new_photos", f"{new} new labelled unique photos since {active.name} (threshold {needed})")
-    return Decision(False, None, f"{new} new labelled unique photos since {active.name}; threshold {needed}")
+        return Decision(True, "new_photos", f"{new} new labelled unique photos since {latest.name} (threshold {needed})")
+    return Decision(False, None, f"{new} new labelled unique photos since {latest.name}; threshold {needed}")
 
 
 def request_run(session: Session, trigger: str, reason: str, params: dict[str, Any] | None = None) -> TrainingRun:

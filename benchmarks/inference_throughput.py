@@ -59,9 +59,11 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np  # noqa: E402
-from sqlalchemy import create_engine, func, insert, select, text  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
+import numpy as np
+from sqlalchemy import create_engine, func, insert, select, text
+from sqlalchemy.engine import make_url
+
+from autodetect.storage import utcnow
 
 GOALS = {"queue_ratio": 0.90, "keras_speedup": 3.0, "worker_rss_mb": 500.0}
 NUM_CLASSES = 100
@@ -89,20 +91,20 @@ def ensure_bundle(work: Path, backbone: str, size: int, formats: tuple[str, ...]
             if fmt == "tflite":
                 export_tflite(keras_path, directory / FILES[fmt], quantize="dynamic")
             else:
-                _quiet(lambda: export_onnx(keras_path, directory / FILES[fmt]))
+                _quiet(export_onnx, keras_path, directory / FILES[fmt])
             print(f"  {time.perf_counter() - t:.0f} s", flush=True)
     save_labels(directory, [f"class {i:03d}" for i in range(NUM_CLASSES)], backbone=backbone, image_size=size)
     return directory
 
 
-def _quiet(fn):
+def _quiet(fn, *args):
     """tf2onnx's optimizer prints recoverable tracebacks; keep them out of the report."""
     import logging
 
     level = logging.getLogger("tf2onnx").level
     logging.getLogger("tf2onnx").setLevel(logging.ERROR)
     try:
-        return fn()
+        return fn(*args)
     finally:
         logging.getLogger("tf2onnx").setLevel(level)
 
@@ -126,7 +128,8 @@ def version_row(bundle: Path, name: str = "v1", directory: str | None = None):
 
     info = json.loads((bundle / "labels.json").read_text())
     return ModelVersion(name=name, backbone=info["backbone"], image_size=info["image_size"], classes=info["classes"],
-                        metrics={}, artifacts={"dir": directory or f"models/{name}"}, status="active", promoted_at=datetime.utcnow())
+                        metrics={}, artifacts={"dir": directory or f"models/{name}"}, status="active",
+                        promoted_at=utcnow())
 
 
 def install_version(settings, bundle: Path) -> None:
@@ -325,7 +328,7 @@ def measure_queue(args, bundle: Path, work: Path, served, x: np.ndarray) -> dict
                          "stage": "inference", "state": "pending", "normalized_key": keys[i % len(keys)]}
                         for i in range(first, first + size)])
                     ids = list(s.scalars(select(Image.id).where(Image.state == "pending").order_by(Image.id)))
-                sent.append(datetime.utcnow())
+                sent.append(utcnow())
                 with app.producer_or_acquire() as producer:
                     for i in ids[:: args.batch]:  # what workers.dispatch sends: one message per batch
                         app.send_task("inference.predict", args=(i,), producer=producer)
@@ -435,7 +438,7 @@ def measure_e2e(args, bundle: Path, work: Path) -> dict:
         app = make_app()
         try:
             wait_until(lambda: len(app.control.ping(timeout=1.0)) >= len(QUEUE_NAMES), 120, "five workers", procs)
-            started = datetime.utcnow()
+            started = utcnow()
             app.send_task("discovery.crawl")
 
             def settled():
@@ -528,12 +531,14 @@ def main() -> int:
     import keras
 
     kmodel = keras.models.load_model(bundle / "model.keras", compile=False)
+
+    def keras_predict(b: np.ndarray) -> np.ndarray:
+        return kmodel.predict(b.astype(np.float32), batch_size=args.batch, verbose=0)
+
     keras_rates, raw_rates = [], []
     for _ in range(4):  # alternate Keras and the serving runtime: both see the same machine
-        keras_rates.append(throughput(lambda b: kmodel.predict(b.astype(np.float32), batch_size=args.batch,
-                                                               verbose=0), x, args.seconds / 4))
+        keras_rates.append(throughput(keras_predict, x, args.seconds / 4))
         raw_rates.append(throughput(served.predict, x, args.seconds / 4))
-    del kmodel
     keras_rate = sum(keras_rates) / len(keras_rates)
     speedups = sorted(r / k for k, r in zip(keras_rates, raw_rates))
     speedup_median = (speedups[1] + speedups[2]) / 2
@@ -575,8 +580,8 @@ def main() -> int:
         rows.append((f"end to end: {e2e['tagged']} sandbox listings, five queues",
                      f"{e2e['rate']:.2f} listings/s ({e2e['seconds']:.0f} s)",
                      f"model-only limit {limit:.2f} listings/s ({e2e['photos_per_listing']:.2f} photos/listing)", None))
-    rows.append(("decode: runtime.load_image to 224 px, ms/photo", f"{decode[224]:.2f} (224-px JPEG), "
-                 f"{decode[512]:.2f} (512-px JPEG)", "-", None))
+    rows.append(("decode: runtime.load_image to 224 px, ms/photo",
+                 f"{decode[224]:.2f} (224-px JPEG), {decode[512]:.2f} (512-px JPEG)", "-", None))
 
     print(f"\nInceptionV3 at 224 px, RANDOM weights (speed does not depend on them), {NUM_CLASSES} classes, "
           f"int8 dynamic-range LiteRT; {os.cpu_count()} CPUs (shared); {served.threads} model threads "

@@ -19,7 +19,13 @@ from functools import cache
 from celery import signals
 
 from autodetect.db import session_scope
-from autodetect.inference import ModelProvider, ModelUnavailable, predict_images, predict_pending, serving_threads
+from autodetect.inference import (
+    ModelProvider,
+    ModelUnavailable,
+    predict_images,
+    predict_pending,
+    serving_threads,
+)
 from autodetect.settings import get_settings
 from autodetect.storage import Stage
 from workers.app import app

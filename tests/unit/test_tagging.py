@@ -15,7 +15,12 @@ from autodetect.db import session_scope, upgrade
 from autodetect.inference import ModelProvider
 from autodetect.settings import configure
 from autodetect.storage import Image, ListingPrediction, Prediction
-from autodetect.tagging import queue_for_tagging, start_tagging, tag_here, tagging_progress
+from autodetect.tagging import (
+    queue_for_tagging,
+    start_tagging,
+    tag_here,
+    tagging_progress,
+)
 from tests.unit.test_inference_support import (
     add_listings,
     compact_cnn_bundle,
