@@ -11,19 +11,16 @@ exactly the marketplace's listings after the second crawl. Exit status 1 if a ch
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import create_engine, func, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import func, select
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from scratch import scratch_postgres  # noqa: E402
 from autodetect.db import engine_for, session_scope, upgrade  # noqa: E402
 from autodetect.discovery import crawl  # noqa: E402
 from autodetect.pipeline import no_dispatch  # noqa: E402
@@ -34,21 +31,6 @@ from autodetect.sources import open_source  # noqa: E402
 from autodetect.storage import Listing  # noqa: E402
 
 GOAL_LISTINGS, GOAL_S = 10_000, 60.0
-
-
-@contextmanager
-def scratch_postgres(url: str) -> Iterator[str]:
-    """A fresh database on the server of ``url``, dropped afterwards."""
-    name = f"autodetect_bench_{os.getpid()}"
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def run(backend: str, database_url: str, data_dir: Path, args: argparse.Namespace) -> list[dict]:

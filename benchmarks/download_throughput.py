@@ -47,32 +47,18 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import text
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from scratch import scratch_postgres  # noqa: E402
 from autodetect.db import engine_for, upgrade
 from autodetect.sandbox.marketplace import Marketplace
 from autodetect.settings import configure
 
 GOAL_PER_S = 200.0
 _PHOTO = re.compile(r"^/p/(\d+)\.jpg$")
-
-
-@contextmanager
-def scratch_postgres(url: str) -> Iterator[str]:
-    name = f"autodetect_bench_dl_{os.getpid()}"
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @contextmanager

@@ -48,9 +48,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -60,9 +57,9 @@ if str(ROOT) not in sys.path:
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np
-from sqlalchemy import create_engine, func, insert, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import func, insert, select
 
+from scratch import scratch_postgres  # noqa: E402
 from autodetect.storage import utcnow
 
 GOALS = {"queue_ratio": 0.90, "keras_speedup": 3.0, "worker_rss_mb": 500.0}
@@ -153,23 +150,6 @@ def serving_model(settings, bundle: Path):
 
 
 # --- infrastructure ------------------------------------------------------------------------------
-@contextmanager
-def scratch_postgres(url: str) -> Iterator[str]:
-    name = f"autodetect_bench_inf_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        from autodetect.db import engine_for
-
-        engine_for.cache_clear()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
 def worker_env(values: dict) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUTODETECT_")}
     env.update({f"AUTODETECT_{k.upper()}": json.dumps(v) if isinstance(v, list) else str(v) for k, v in values.items()})
