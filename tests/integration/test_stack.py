@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from autodetect.db import session_scope
 from workers.queues import queue_lengths
-from autodetect.storage import Image, Listing, ListingPrediction, ModelVersion, Prediction
+from autodetect.storage import Image, Listing, ListingPrediction, ModelVersion, Prediction, TrainingRun
 from tests.integration.conftest import AMQP_URL, REDIS_URL, client_app, free_port, make_stack, wait_for
 
 pytestmark = pytest.mark.integration
@@ -25,15 +25,21 @@ def _settled(settings) -> bool:
             Image.state.in_(("pending", "running"))))
         active = s.scalar(select(func.count()).select_from(ModelVersion).where(ModelVersion.status == "active"))
         with_photos = s.scalar(select(func.count(func.distinct(Image.listing_id))).where(Image.state == "done"))
-        tagged = s.scalar(select(func.count()).select_from(ListingPrediction))
-    return images > 0 and in_flight == 0 and active == 1 and tagged == with_photos
+        tagged = s.scalar(select(func.count()).select_from(ListingPrediction).where(
+            ListingPrediction.model_version_id == select(ModelVersion.id).where(
+                ModelVersion.status == "active").scalar_subquery()))
+        training = s.scalar(select(func.count()).select_from(TrainingRun).where(
+            TrainingRun.state.in_(("pending", "running"))))
+    return images > 0 and in_flight == 0 and active == 1 and training == 0 and tagged == with_photos
 
 
 def _assert_consistent(settings, market) -> None:
     with session_scope(settings) as s:
         assert s.scalar(select(func.count()).select_from(Listing)) == len({item.item_id for item in market.listings()})
+        active = s.scalar(select(ModelVersion.id).where(ModelVersion.status == "active"))
         unique = s.scalars(select(Image.id).where(Image.duplicate_of_id.is_(None), Image.state == "done")).all()
-        rows = s.execute(select(Prediction.image_id, func.count()).group_by(Prediction.image_id)).all()
+        rows = s.execute(select(Prediction.image_id, func.count()).where(Prediction.model_version_id == active)
+                         .group_by(Prediction.image_id)).all()
         assert sorted(i for i, _ in rows) == sorted(unique), "every unique photo predicted"
         assert all(n == 1 for _, n in rows), "no duplicate prediction rows"
         dups = s.execute(select(Image).where(Image.duplicate_of_id.is_not(None))).scalars().all()
@@ -45,7 +51,8 @@ def _assert_consistent(settings, market) -> None:
         failed = s.scalars(select(Image).where(Image.state == "failed")).all()
         assert all(f.error for f in failed)
         with_photos = set(s.scalars(select(Image.listing_id).where(Image.state == "done")).all())
-        tagged = set(s.scalars(select(ListingPrediction.listing_id)).all())
+        tagged = set(s.scalars(select(ListingPrediction.listing_id).where(
+            ListingPrediction.model_version_id == active)).all())
         assert tagged == with_photos
 
 
