@@ -5,10 +5,21 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from autodetect.settings import Settings, configure
+
+
+@pytest.fixture(scope="module")
+def template_db(tmp_path_factory) -> Path:
+    """A migrated SQLite file, made once per module; tests copy it instead of migrating again."""
+    from autodetect.db import upgrade
+
+    path = tmp_path_factory.mktemp("schema") / "autodetect.db"
+    upgrade(Settings(database_url=f"sqlite:///{path}"))
+    return path
 
 
 @pytest.fixture

@@ -12,19 +12,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
-from autodetect.db import session_scope, upgrade
+from autodetect.db import session_scope
 from autodetect.discovery import CrawlLocked, crawl
 from autodetect.settings import Settings, configure
 from autodetect.sources import open_source
 from autodetect.sources.base import Page, SourceListing
 from autodetect.storage import CarClass, CrawlState, Image, Listing, PriceChange, utcnow
-
-
-@pytest.fixture(scope="module")
-def template_db(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("schema") / "autodetect.db"
-    upgrade(Settings(database_url=f"sqlite:///{path}"))
-    return path
 
 
 @pytest.fixture

@@ -10,14 +10,13 @@ import threading
 import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import joinedload
 
-from autodetect.db import session_scope, upgrade
+from autodetect.db import session_scope
 from autodetect.discovery import crawl
 from autodetect.settings import Settings, configure
 from autodetect.sources.browse import ITEM_PATH, SEARCH_PATH, BrowseSource
@@ -168,13 +167,6 @@ def fake():
     yield server
     server.shutdown()
     server.server_close()
-
-
-@pytest.fixture(scope="module")
-def template_db(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("schema") / "autodetect.db"
-    upgrade(Settings(database_url=f"sqlite:///{path}"))
-    return path
 
 
 @pytest.fixture

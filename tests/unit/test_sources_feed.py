@@ -11,20 +11,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from autodetect.db import session_scope, upgrade
+from autodetect.db import session_scope
 from autodetect.discovery import crawl
 from autodetect.settings import Settings, configure
 from autodetect.sources import CallBudget, open_source
 from autodetect.sources.feed import parse_feed
 from autodetect.sources.items import listing_from_item, parse_price
 from autodetect.storage import Image, Listing, PriceChange
-
-
-@pytest.fixture(scope="module")
-def template_db(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("schema") / "autodetect.db"
-    upgrade(Settings(database_url=f"sqlite:///{path}"))
-    return path
 
 
 @pytest.fixture
