@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     download_max_pixels: int = 40_000_000
     download_max_redirects: int = 3
     download_retries: int = 3
+    #: Photos per download message: the broker, task and database costs are paid once per batch.
+    download_batch_size: int = Field(16, ge=1, le=256)
     #: Hosts or networks that the SSRF guard lets through although private/loopback (e.g. the sandbox).
     download_allow_hosts: list[str] = Field(default_factory=list)
     normalized_max_side: int = 512

@@ -17,16 +17,19 @@ The stack is the production one, on loopback:
   prefetch), with the environment pointing at the above; the SSRF guard allows exactly the photo
   server's ``127.0.0.1:port``.
 
-The 5,000 download messages are queued first, through ``workers.dispatch.dispatch`` (the pipeline's
-own dispatcher; 8 threads, each message being one round trip to Redis), and the worker is started on
-that backlog; the clock starts when it logs ``ready``. Each download sends its dedup message as usual;
-no dedup worker runs, so those just queue and only downloads are counted (rows out of stage
-``download``, polled in the database every 50 ms). Printed: photos/s over the whole run (worker ready
-to last row done) and in the steady state (10% to 90% done); the worker's peak memory, the largest RSS
-sum of its process tree sampled every 50 ms from ``/proc``; its CPU time per photo (user + system,
-from ``/proc``: with the GIL one threads worker cannot use more than about one core); the machine's
-load average (the development machine is shared). Exit status 1 if a photo failed or the goal
-(>= 200 photos/s) is missed.
+The 5,000 photos are queued first, through ``workers.dispatch.dispatch`` (the pipeline's own
+dispatcher, from 8 threads: ``download_batch_size`` photos per message), and the worker is started
+on that backlog; the clock starts when it logs ``ready``. Each batch sends its dedup messages as
+usual; no dedup worker runs, so those just queue and only downloads are counted (rows out of stage
+``download``, polled in the database every 50 ms). Then the same again with one photo per message
+(``download_batch_size=1``), the reference, on a fresh database (``--no-reference`` skips it).
+
+Printed per run: photos/s over the whole run (worker ready to last row done) and in the steady
+state (10% to 90% done); the worker's peak memory, the largest RSS sum of its process tree sampled
+every 50 ms from ``/proc``; its CPU time per photo (user + system, from ``/proc``: with the GIL one
+threads worker cannot use more than about one core); the machine's load average (the development
+machine is shared); then the batched/reference ratio. Exit status 1 if a photo failed or the goal
+(>= 200 photos/s with the default batch) is missed.
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ sys.path.insert(0, str(ROOT))
 from scratch import scratch_postgres  # noqa: E402
 from autodetect.db import engine_for, upgrade
 from autodetect.sandbox.marketplace import Marketplace
-from autodetect.settings import configure
+from autodetect.settings import Settings, configure
 
 GOAL_PER_S = 200.0
 _PHOTO = re.compile(r"^/p/(\d+)\.jpg$")
@@ -200,6 +203,8 @@ def main() -> int:
     p.add_argument("--distinct", type=int, default=200, help="distinct rendered photos behind the URLs")
     p.add_argument("--seed", type=int, default=3)
     p.add_argument("--timeout", type=float, default=300.0)
+    p.add_argument("--no-reference", dest="reference", action="store_false",
+                   help="skip the reference run with one photo per message")
     p.add_argument("--pg", default=os.environ.get("AUTODETECT_BENCH_PG",
                                                   "postgresql+psycopg2://postgres:postgres@127.0.0.1:5432/postgres"))
     p.add_argument("--redis", default=os.environ.get("AUTODETECT_BENCH_REDIS", "redis://127.0.0.1:6379"))
@@ -210,14 +215,42 @@ def main() -> int:
     sizes = sorted(len(b) for b in photos)
     print(f"rendered {len(photos)} distinct sandbox photos in {time.perf_counter() - t0:.1f}s "
           f"(median {sizes[len(sizes) // 2] / 1024:.1f} KiB)")
+    default_batch = Settings().download_batch_size
+    runs = [("batched", default_batch)] + ([("one per message", 1)] if args.reference else [])
+    results = []
+    with PhotoServer(photos) as server:
+        for label, batch in runs:
+            r = run_once(args, server, batch)
+            results.append((label, batch, r))
+            print(f"  {label}: {r['rate']:.0f} photos/s", flush=True)
+
+    print()
+    print(f"{args.photos} photos through one download worker ({results[0][2]['concurrency']} threads, "
+          f"prefetch multiplier {results[0][2]['prefetch']}); machine load average before each run shown")
+    print(f"{'messages':>22s} {'photos/msg':>10s} {'photos/s':>9s} {'steady':>7s} {'CPU ms/photo':>12s} "
+          f"{'peak RSS MiB':>12s} {'failed':>6s} {'load':>5s}")
+    for label, batch, r in results:
+        print(f"{label:>22s} {batch:10d} {r['rate']:9.0f} {r['steady']:7.0f} {r['cpu_ms']:12.2f} "
+              f"{r['peak_mib']:12.0f} {r['failed']:6d} {r['load']:5.1f}")
+    if len(results) > 1:
+        print(f"batched vs one photo per message: {results[0][2]['rate'] / results[1][2]['rate']:.2f}x photos/s, "
+              f"{results[1][2]['cpu_ms'] / results[0][2]['cpu_ms']:.2f}x less CPU per photo")
+    best = results[0][2]
+    ok = best["failed"] == 0 and best["done"] == args.photos and best["rate"] >= GOAL_PER_S
+    print(f"goal >= {GOAL_PER_S:.0f} photos/s (batched, the default): {best['rate']:.0f} -> {'MET' if ok else 'NOT MET'}")
+    return 0 if ok else 1
+
+
+def run_once(args, server: PhotoServer, batch: int) -> dict:
+    """One measured run on a fresh database, Redis database and image store."""
     tmp = Path(tempfile.mkdtemp(prefix="autodetect-bench-dl-"))
     worker = None
     try:
-        with scratch_postgres(args.pg) as db_url, empty_redis_db(args.redis) as broker, PhotoServer(photos) as server:
+        with scratch_postgres(args.pg) as db_url, empty_redis_db(args.redis) as broker:
             host = f"127.0.0.1:{server.port}"
             values = {"data_dir": str(tmp / "data"), "database_url": db_url, "broker_url": broker,
-                      "download_allow_hosts": f'["{host}"]'}
-            settings = configure(**{**values, "download_allow_hosts": [host]})
+                      "download_allow_hosts": f'["{host}"]', "download_batch_size": str(batch)}
+            settings = configure(**{**values, "download_allow_hosts": [host], "download_batch_size": batch})
             upgrade(settings)
             eng = engine_for(db_url)
             with eng.begin() as conn:
@@ -249,6 +282,7 @@ def main() -> int:
             for t in senders:
                 t.join()
             sent = time.perf_counter() - started
+            messages = sum(-(-len(chunk) // batch) for chunk in chunks)
 
             spec = queue_specs(settings)["download"]
             concurrency = args.concurrency or spec.concurrency
@@ -311,22 +345,12 @@ def main() -> int:
             os.killpg(worker.pid, signal.SIGKILL)
         shutil.rmtree(tmp, ignore_errors=True)
 
-    rate = done / elapsed
     steady = (0.8 * args.photos) / (marks[0.9] - marks[0.1]) if 0.1 in marks and 0.9 in marks else float("nan")
-    print()
-    print(f"photos {args.photos}, worker threads {concurrency}, prefetch multiplier {spec.prefetch}")
-    print(f"dispatch of {len(ids)} messages (workers.dispatch.dispatch, 8 threads, before the worker starts): "
-          f"{sent:.2f}s ({len(ids) / sent:,.0f} msg/s)")
-    print(f"downloaded {done} (failed {failed}{': ' + str(errors) if errors else ''}) in {elapsed:.2f}s: "
-          f"{rate:.0f} photos/s overall, {steady:.0f} photos/s steady (10%-90%)")
-    print(f"worker RSS: {ready_rss / 2**20:.0f} MiB when ready, {peak[0] / 2**20:.0f} MiB peak (process tree)")
-    print(f"worker CPU: {worker_cpu:.1f}s = {worker_cpu / max(1, done) * 1000:.2f} ms per photo "
-          f"({worker_cpu / elapsed:.0%} of one core); machine load average {load_before:.1f} -> {load_after:.1f} "
-          f"on {os.cpu_count()} CPUs")
-    print(f"dedup stage rows waiting (no dedup worker): {queued_dedup}")
-    ok = failed == 0 and done == args.photos and rate >= GOAL_PER_S
-    print(f"goal >= {GOAL_PER_S:.0f} photos/s: {'MET' if ok else 'NOT MET'}")
-    return 0 if ok else 1
+    if errors:
+        print(f"  failures: {errors}")
+    return {"rate": done / elapsed, "steady": steady, "done": done, "failed": failed, "elapsed": elapsed,
+            "cpu_ms": worker_cpu / max(1, done) * 1000, "peak_mib": peak[0] / 2**20, "load": load_before,
+            "concurrency": concurrency, "prefetch": spec.prefetch, "messages": messages}
 
 
 if __name__ == "__main__":

@@ -68,7 +68,7 @@ class SyncDispatch:
 
     def drain(self, provider=None) -> None:
         from autodetect.dedup import dedup_image
-        from autodetect.download import download_image
+        from autodetect.download import download_images
         from autodetect.images.fetch import Fetcher
         from autodetect.images.store import ImageStore
         from autodetect.inference import predict_batch
@@ -79,8 +79,8 @@ class SyncDispatch:
         while self.queue:
             stage, row = self.queue.popleft()
             if stage == "download":
-                outcome = download_image(self.settings, row, fetcher, store, self)
-                if outcome.status == "retry":
+                outcome = download_images(self.settings, [row], fetcher, store, self)
+                if outcome.retry:
                     self.queue.append((stage, row))
             elif stage == "dedup":
                 dedup_image(self.settings, row, self)

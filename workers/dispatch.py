@@ -1,5 +1,6 @@
-"""The Celery implementation of ``autodetect.pipeline.Dispatch``: ids in, one message per row
-(one per micro-batch for inference, whose task claims a whole batch)."""
+"""The Celery implementation of ``autodetect.pipeline.Dispatch``: ids in, messages out. Downloads go
+``download_batch_size`` ids per message; inference one message per micro-batch (its task claims a
+whole batch itself); everything else one message per row."""
 
 from __future__ import annotations
 
@@ -20,8 +21,14 @@ STAGE_TASKS = {
 def dispatch(stage: Stage | str, ids: Sequence[int]) -> None:
     stage = stage.value if isinstance(stage, Stage) else stage
     name = STAGE_TASKS[stage]
-    if stage == Stage.inference.value:
-        ids = list(ids)[:: max(1, get_settings().inference_batch_size)]
+    ids = [int(i) for i in ids]
+    if stage == Stage.download.value:
+        size = get_settings().download_batch_size
+        args = [(ids[k:k + size],) for k in range(0, len(ids), size)]
+    elif stage == Stage.inference.value:
+        args = [(i,) for i in ids[:: max(1, get_settings().inference_batch_size)]]
+    else:
+        args = [(i,) for i in ids]
     with app.producer_or_acquire() as producer:
-        for row_id in ids:
-            app.send_task(name, args=(int(row_id),), producer=producer)
+        for a in args:
+            app.send_task(name, args=a, producer=producer)

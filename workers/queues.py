@@ -28,7 +28,11 @@ def queue_specs(settings: Settings) -> dict[str, QueueSpec]:
     train_limit = min(settings.training_time_limit_s, settings.visibility_timeout - 60)
     specs = [
         QueueSpec("discovery", "threads", 2, 1, settings.visibility_timeout - 60, "crawls, the sweeper"),
-        QueueSpec("download", "threads", 32, 4, 120, "I/O-bound photo downloads, many in flight"),
+        # A message is a batch of photos, each bounded by the total download timeout.
+        QueueSpec("download", "threads", 32, 1,
+                  min(settings.visibility_timeout - 60,
+                      int(settings.download_batch_size * settings.download_total_timeout_s) + 60),
+                  "I/O-bound photo downloads, many in flight"),
         QueueSpec("dedup", "prefork", 2, 8, 60, "hashing decisions, milliseconds each"),
         QueueSpec("inference", "prefork", 2, 1, 300, "micro-batches through the serving model"),
         QueueSpec("training", "prefork", 1, 1, train_limit, "one training run at a time; retraining checks"),

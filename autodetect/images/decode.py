@@ -61,7 +61,9 @@ def decode_image(data: bytes, max_pixels: int, *, draft_side: int | None = None,
     animation. ``draft_side`` lets JPEG decoding scale down by 1/2, 1/4 or 1/8 as long as both
     sides stay at least that big (much faster for big photos that are normalized afterwards).
     Images with a side below ``min_side`` are refused (tracking pixels, placeholders).
-    ``result.info["original_size"]`` is the photo's full upright size (even after ``draft_side``)."""
+    ``result.info["original_size"]`` is the photo's full upright size (even after ``draft_side``);
+    ``result.info["plain_jpeg"]`` says whether ``data`` itself is these pixels (an RGB JPEG needing
+    no turn, decoded at full size), so it can serve as the normalized copy when small enough."""
     if not data:
         raise UndecodableImage("empty (0 bytes)")
     try:
@@ -98,6 +100,8 @@ def decode_image(data: bytes, max_pixels: int, *, draft_side: int | None = None,
         raise UndecodableImage(f"cannot convert {img.mode} image: {_short(exc)}") from None
     # The photo's real size, upright, also when ``draft_side`` decoded it smaller.
     out.info["original_size"] = (height, width) if swapped else (width, height)
+    # The bytes themselves are these pixels: an RGB JPEG, already upright, decoded at full size.
+    out.info["plain_jpeg"] = img.format == "JPEG" and out is img and img.size == (width, height)
     return out
 
 

@@ -107,8 +107,9 @@ def _deliver_every_task_twice(app, stack) -> None:
         app.send_task("maintenance.sweep")
         app.send_task("training.check")
         app.send_task("training.train", args=(run_id,))
+        app.send_task("download.fetch", args=(image_ids,))
         for i in image_ids:
-            for name in ("download.fetch", "dedup.check", "inference.predict"):
+            for name in ("dedup.check", "inference.predict"):
                 app.send_task(name, args=(i,))
 
     def drained():

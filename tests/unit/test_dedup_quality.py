@@ -1,6 +1,6 @@
 """Near-duplicate detection quality on the sandbox marketplace, through the real code path.
 
-Every photo of a sandbox marketplace goes, in listing order, through ``download_image`` (decode ->
+Every photo of a sandbox marketplace goes, in listing order, through ``download_images`` (decode ->
 normalize -> ``perceptual_hash`` -> the normalized JPEG into the image store -> the row with its hash
 chunks; the fetcher is a stand-in that returns the marketplace's bytes instead of going over HTTP) and
 then ``dedup_image`` (sha256; the multi-index lookup on SQLite with the photo's probes; verification
@@ -53,7 +53,7 @@ from autodetect.dedup import (
     probe_hashes,
     residual,
 )
-from autodetect.download import download_image
+from autodetect.download import download_images
 from autodetect.images.decode import (
     decode_image,
     hamming,
@@ -167,7 +167,7 @@ def measure(market: Marketplace, data_dir: Path, **overrides) -> tuple[Quality, 
                 for k, photo in enumerate(listing.photos)]).scalars().all()
         for image_id, photo in zip(ids, listing.photos):
             path_of[image_id] = photo.path
-            assert download_image(settings, image_id, fetcher, store, dispatch).status == "done"
+            assert download_images(settings, [image_id], fetcher, store, dispatch).done == [image_id]
             while queued:
                 dedup_image(settings, queued.pop(0), dispatch, store=store)
     q.seconds = time.perf_counter() - started
