@@ -502,6 +502,19 @@ def dedup_image(settings: Settings, image_id: int, dispatch: Dispatch, *,
     return outcome
 
 
+def dedup_images(settings: Settings, image_ids: Sequence[int], dispatch: Dispatch, *,
+                 store: ImageStore | None = None) -> list[DedupOutcome]:
+    """``dedup_image`` for each photo in turn (one message's batch); those found unique go on to
+    inference in one dispatch at the end."""
+    store = store or ImageStore(settings.data_dir / "images", fsync=False)
+    unique: list[int] = []
+    outcomes = [dedup_image(settings, int(i), lambda _stage, ids: unique.extend(ids), store=store)
+                for i in image_ids]
+    if unique:
+        dispatch(Stage.inference, unique)
+    return outcomes
+
+
 def _labels_differ(session: Session, listing_a: int, listing_b: int) -> bool:
     if listing_a == listing_b:
         return False

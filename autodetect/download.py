@@ -49,16 +49,17 @@ class DownloadOutcome:
 
 
 def _fetch_one(settings: Settings, url: str, fetcher: Fetcher, store: ImageStore) -> dict:
-    """The new column values of a downloaded photo (raises the fetch and decode errors)."""
+    """The new column values of a downloaded photo (raises the fetch and decode errors); its files
+    are written but not yet flushed to disk (``store.sync()``)."""
     fetched = fetcher.fetch(url)
     picture = decode_image(fetched.data, settings.download_max_pixels, draft_side=settings.normalized_max_side)
     width, height = picture.info.get("original_size", picture.size)
-    original = store.put(fetched.data, kind="original", ext=fetched.ext)
+    original = store.put(fetched.data, kind="original", ext=fetched.ext, sync=False)
     small = normalize(picture, settings.normalized_max_side)
     if small is picture and picture.info.get("plain_jpeg"):
         normalized = original  # already an upright RGB JPEG within the size: no second encode, no copy
     else:
-        normalized = store.put(encode_jpeg(small), kind="normalized", ext="jpg")
+        normalized = store.put(encode_jpeg(small), kind="normalized", ext="jpg", sync=False)
     phash = perceptual_hash(small)
     return dict(sha256=original.sha256, storage_key=original.key, normalized_key=normalized.key,
                 size_bytes=original.size, content_type=fetched.content_type, width=width, height=height,
@@ -97,6 +98,8 @@ def download_images(settings: Settings, image_ids: Sequence[int], fetcher: Fetch
             moved.append({"b_id": row.id, **values, "stage": Stage.dedup.value, "state": State.pending.value,
                           "error": None})
 
+    if moved:
+        store.sync()  # the batch's files are durable before their keys are committed
     if moved or failures:
         now = utcnow()
         in_stage = (_images.c.id == bindparam("b_id")) & (_images.c.stage == Stage.download.value)

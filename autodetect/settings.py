@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     normalized_max_side: int = 512
 
     # --- dedup ------------------------------------------------------------------------------
+    #: Photos per dedup message (decisions are serialized; the batch shares one message's costs).
+    dedup_batch_size: int = Field(16, ge=1, le=256)
     #: Largest pHash distance (bits of 64) at which a stored original is a near-duplicate candidate for
     #: any of a photo's probes (see ``autodetect.dedup``); 8 measured on the sandbox, see benchmarks/RESULTS.md.
     dedup_hamming_threshold: int = 8

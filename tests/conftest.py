@@ -67,7 +67,7 @@ class SyncDispatch:
             self.sent.append((stage, int(i)))
 
     def drain(self, provider=None) -> None:
-        from autodetect.dedup import dedup_image
+        from autodetect.dedup import dedup_images
         from autodetect.download import download_images
         from autodetect.images.fetch import Fetcher
         from autodetect.images.store import ImageStore
@@ -83,7 +83,7 @@ class SyncDispatch:
                 if outcome.retry:
                     self.queue.append((stage, row))
             elif stage == "dedup":
-                dedup_image(self.settings, row, self)
+                dedup_images(self.settings, [row], self)
             elif stage == "inference" and provider is not None:
                 predict_batch(self.settings, provider)
             elif stage == "train":

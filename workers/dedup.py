@@ -1,6 +1,6 @@
-"""dedup queue: exact and near-duplicate decisions."""
+"""dedup queue: exact and near-duplicate decisions, one batch of photos per message."""
 
-from autodetect.dedup import dedup_image
+from autodetect.dedup import dedup_images
 from autodetect.settings import get_settings
 from workers.app import app
 from workers.dispatch import dispatch
@@ -8,5 +8,6 @@ from workers.queues import queue_specs
 
 
 @app.task(name="dedup.check", time_limit=queue_specs(get_settings())["dedup"].time_limit)
-def check(image_id: int) -> str:
-    return dedup_image(get_settings(), image_id, dispatch).status
+def check(image_ids: list[int]) -> dict[str, int]:
+    outcomes = dedup_images(get_settings(), image_ids, dispatch)
+    return {status: sum(o.status == status for o in outcomes) for status in ("unique", "duplicate", "skipped")}

@@ -1,6 +1,6 @@
-"""The Celery implementation of ``autodetect.pipeline.Dispatch``: ids in, messages out. Downloads go
-``download_batch_size`` ids per message; inference one message per micro-batch (its task claims a
-whole batch itself); everything else one message per row."""
+"""The Celery implementation of ``autodetect.pipeline.Dispatch``: ids in, messages out. Downloads and
+dedup go ``download_batch_size`` / ``dedup_batch_size`` ids per message; inference one message per
+micro-batch (its task claims a whole batch itself); training one message per run."""
 
 from __future__ import annotations
 
@@ -22,11 +22,13 @@ def dispatch(stage: Stage | str, ids: Sequence[int]) -> None:
     stage = stage.value if isinstance(stage, Stage) else stage
     name = STAGE_TASKS[stage]
     ids = [int(i) for i in ids]
-    if stage == Stage.download.value:
-        size = get_settings().download_batch_size
+    settings = get_settings()
+    per_message = {Stage.download.value: settings.download_batch_size, Stage.dedup.value: settings.dedup_batch_size}
+    if stage in per_message:
+        size = per_message[stage]
         args = [(ids[k:k + size],) for k in range(0, len(ids), size)]
     elif stage == Stage.inference.value:
-        args = [(i,) for i in ids[:: max(1, get_settings().inference_batch_size)]]
+        args = [(i,) for i in ids[:: max(1, settings.inference_batch_size)]]
     else:
         args = [(i,) for i in ids]
     with app.producer_or_acquire() as producer:

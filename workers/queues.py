@@ -33,7 +33,8 @@ def queue_specs(settings: Settings) -> dict[str, QueueSpec]:
                   min(settings.visibility_timeout - 60,
                       int(settings.download_batch_size * settings.download_total_timeout_s) + 60),
                   "I/O-bound photo downloads, many in flight"),
-        QueueSpec("dedup", "prefork", 2, 8, 60, "hashing decisions, milliseconds each"),
+        QueueSpec("dedup", "prefork", 2, 2, 30 + 5 * settings.dedup_batch_size,
+                  "hashing decisions, milliseconds each, a batch per message"),
         QueueSpec("inference", "prefork", 2, 1, 300, "micro-batches through the serving model"),
         QueueSpec("training", "prefork", 1, 1, train_limit, "one training run at a time; retraining checks"),
     ]

@@ -108,9 +108,9 @@ def _deliver_every_task_twice(app, stack) -> None:
         app.send_task("training.check")
         app.send_task("training.train", args=(run_id,))
         app.send_task("download.fetch", args=(image_ids,))
+        app.send_task("dedup.check", args=(image_ids,))
         for i in image_ids:
-            for name in ("dedup.check", "inference.predict"):
-                app.send_task(name, args=(i,))
+            app.send_task("inference.predict", args=(i,))
 
     def drained():
         inspect = app.control.inspect(timeout=1.0)

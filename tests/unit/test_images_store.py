@@ -120,3 +120,21 @@ def test_missing_object(store):
     assert not store.exists(key)
     with pytest.raises(FileNotFoundError):
         store.open(key)
+
+
+def test_batch_put_defers_flushing_to_one_sync(store, monkeypatch):
+    import autodetect.images.store as store_module
+
+    fsyncs, syncfs = [], []
+    real_fsync = os.fsync
+    monkeypatch.setattr(store_module.os, "fsync", lambda fd: (fsyncs.append(fd), real_fsync(fd)))
+    monkeypatch.setattr(store_module, "_SYNCFS", lambda fd: (syncfs.append(fd), 0)[1])
+    keys = [store.put(DATA + bytes([i]), kind="original", ext="jpg", sync=False).key for i in range(5)]
+    assert fsyncs == [] and syncfs == []
+    assert all(store.read(k) == DATA + bytes([i]) for i, k in enumerate(keys))
+    store.sync()
+    assert fsyncs == [] and len(syncfs) == 1
+    store.put(b"single", kind="original", ext="jpg")  # the default: file and directory flushed at once
+    assert len(fsyncs) == 2 and len(syncfs) == 1
+    ImageStore(store.root, fsync=False).sync()  # a store made without fsync never flushes
+    assert len(syncfs) == 1
