@@ -45,7 +45,7 @@ def settings(tmp_path, sandbox) -> Settings:
         data_dir=tmp_path / "data", database_url="", broker_url="memory://", source="sandbox",
         marketplace_url=sandbox.url, download_allow_hosts=[sandbox.url.split("//")[1]],
         backbone="compact_cnn", image_size=48, weights="none", min_photos_per_class=10,
-        train_time_budget_s=12, train_epochs_head=30, inference_batch_size=16, inference_batch_wait_s=0.0,
+        train_time_budget_s=6, train_epochs_head=10, inference_batch_size=16, inference_batch_wait_s=0.0,
         download_retries=2, stale_after_s=0,
     )
     upgrade(s)

@@ -30,7 +30,7 @@ CLASSES = sorted(["Ford F-150", "Volkswagen Golf", "Audi TT", "Toyota Camry", "J
 EMPTY_CLASS = "Porsche 911"
 IMAGE_SIZE = 40
 PHOTOS_PER_CLASS = 36
-EPOCHS = 24
+EPOCHS = 12
 
 #: Where the person stands in the tests: New York.
 HOME = (40.7128, -74.0060)

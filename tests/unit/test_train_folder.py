@@ -48,7 +48,7 @@ def _photos(folder: Path, per_class: int, seed: int, *, shuffled: bool = False) 
 @pytest.fixture
 def settings(tmp_path):
     s = configure(data_dir=tmp_path / "data", database_url="", backbone="compact_cnn", image_size=48,
-                  weights="none", min_photos_per_class=8, train_time_budget_s=30, train_epochs_head=25, train_batch_size=8,
+                  weights="none", min_photos_per_class=8, train_time_budget_s=30, train_epochs_head=10, train_batch_size=8,
                   train_patience=100,
                   retag_on_promote=False)
     upgrade(s)
