@@ -103,6 +103,26 @@ def upgrade(settings: Settings | None = None, revision: str = "head") -> None:
     command.upgrade(alembic_config(settings), revision)
 
 
+def schema_problem(settings: Settings | None = None) -> str | None:
+    """None when the database is at the newest schema; otherwise what is wrong and what to run."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+    from sqlalchemy.exc import OperationalError
+
+    settings = settings or get_settings()
+    head = ScriptDirectory.from_config(alembic_config(settings)).get_current_head()
+    try:
+        with engine_for(settings.database_url, readonly=True).connect() as conn:
+            current = MigrationContext.configure(conn).get_current_revision()
+    except OperationalError as exc:
+        return f"cannot reach the database {settings.database_url}: {str(exc.orig).strip().splitlines()[0]}"
+    if current is None:
+        return f"the database {settings.database_url} has no schema yet: run `autodetect db upgrade`"
+    if current != head:
+        return f"the database schema is at {current}, the code needs {head}: run `autodetect db upgrade`"
+    return None
+
+
 def is_postgres(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 

@@ -3,11 +3,13 @@ the domain modules below it never do."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -42,6 +44,22 @@ def _main(data_dir: Annotated[Optional[Path], typer.Option(help="Data directory 
 def _fail(message: str) -> None:
     console.print(f"[bold red]error:[/] {message}")
     raise typer.Exit(2)
+
+
+def _needs_schema(command: Callable[..., None]) -> Callable[..., None]:
+    """A command that reads or writes the database: first a clear message (and exit status 2) when the
+    database is missing, unreachable or behind the code's schema, instead of a traceback."""
+
+    @functools.wraps(command)
+    def checked(*args, **kwargs) -> None:
+        from autodetect.db import schema_problem
+
+        problem = schema_problem(get_settings())
+        if problem:
+            _fail(problem)
+        command(*args, **kwargs)
+
+    return checked
 
 
 # --- database --------------------------------------------------------------------------------------
@@ -85,6 +103,7 @@ def sandbox_serve(port: int = typer.Option(8765), host: str = typer.Option("127.
 
 # --- pipeline commands ------------------------------------------------------------------------------
 @app.command()
+@_needs_schema
 def crawl(max_listings: Optional[int] = typer.Option(None, help="Stop after this many listings."),
           wait: bool = typer.Option(False, help="Run here instead of queueing it for a discovery worker.")) -> None:
     """Crawl the configured source (AUTODETECT_SOURCE) once."""
@@ -103,6 +122,7 @@ def crawl(max_listings: Optional[int] = typer.Option(None, help="Stop after this
 
 
 @app.command()
+@_needs_schema
 def status(as_json: bool = typer.Option(False, "--json")) -> None:
     """Counts per stage and state, queue lengths, the active model and the retraining trigger's reason."""
     from autodetect.cli.views import queue_lengths, show_status
@@ -119,6 +139,7 @@ def status(as_json: bool = typer.Option(False, "--json")) -> None:
 
 
 @app.command()
+@_needs_schema
 def tag(all_: bool = typer.Option(False, "--all", help="Every unique photo (and retry those that failed)."),
         missing: bool = typer.Option(False, "--missing", help="Photos without a prediction from the version."),
         model: Optional[str] = typer.Option(None, help="Version (default: the active one); alone: --missing."),
@@ -157,6 +178,7 @@ def tag(all_: bool = typer.Option(False, "--all", help="Every unique photo (and 
 
 
 @app.command()
+@_needs_schema
 def train(now: bool = typer.Option(False, "--now", help="Queue a training run now, whatever the trigger says."),
           images: Optional[Path] = typer.Option(None, help="Train on DIR/<class name>/<photo> instead of the catalogue."),
           wait: bool = typer.Option(False, help="Run here instead of on a training worker.")) -> None:
@@ -190,6 +212,7 @@ def train(now: bool = typer.Option(False, "--now", help="Queue a training run no
 
 
 @app.command()
+@_needs_schema
 def identify(photos: list[Path], top: int = typer.Option(3)) -> None:
     """The most likely models for each photo, with the active model; no workers needed."""
     from autodetect.identify import IdentifyError, identify_photos
@@ -208,6 +231,7 @@ def identify(photos: list[Path], top: int = typer.Option(3)) -> None:
 
 
 @app.command()
+@_needs_schema
 def catalogue() -> None:
     """Classes with their photo counts, and which reach the training minimum."""
     from autodetect.cli.views import show_catalogue
@@ -228,6 +252,7 @@ def worker(queue: str, extra: Annotated[Optional[list[str]], typer.Argument()] =
 
 # --- the registry -----------------------------------------------------------------------------------
 @models_app.command("list")
+@_needs_schema
 def models_list() -> None:
     from autodetect.cli.views import show_models
 
@@ -235,6 +260,7 @@ def models_list() -> None:
 
 
 @models_app.command("promote")
+@_needs_schema
 def models_promote(version: str) -> None:
     from autodetect.db import session_scope
     from autodetect.registry import RegistryError, find_version, promote
@@ -248,6 +274,7 @@ def models_promote(version: str) -> None:
 
 
 @models_app.command("rollback")
+@_needs_schema
 def models_rollback() -> None:
     from autodetect.db import session_scope
     from autodetect.registry import RegistryError, rollback
@@ -261,6 +288,7 @@ def models_rollback() -> None:
 
 
 @models_app.command("export")
+@_needs_schema
 def models_export(version: str, format: str = typer.Option("coreml", help="coreml | tflite | onnx"),
                   out: Optional[Path] = typer.Option(None)) -> None:
     """Export a version for phones (Core ML) or servers (TFLite int8, ONNX)."""
@@ -292,6 +320,7 @@ def models_export(version: str, format: str = typer.Option("coreml", help="corem
 
 
 @app.command()
+@_needs_schema
 def serve(host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8000)) -> None:
     """The HTTP API and the web page."""
     import uvicorn
