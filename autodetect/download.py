@@ -17,8 +17,19 @@ from sqlalchemy import bindparam, select, update
 
 from autodetect.db import session_scope
 from autodetect.dedup import phash_chunks
-from autodetect.images.decode import UndecodableImage, decode_image, encode_jpeg, normalize, perceptual_hash
-from autodetect.images.fetch import Fetcher, PermanentFetchError, TransientFetchError, backoff_delay
+from autodetect.images.decode import (
+    UndecodableImage,
+    decode_image,
+    encode_jpeg,
+    normalize,
+    perceptual_hash,
+)
+from autodetect.images.fetch import (
+    Fetcher,
+    PermanentFetchError,
+    TransientFetchError,
+    backoff_delay,
+)
 from autodetect.images.store import ImageStore
 from autodetect.pipeline import Dispatch
 from autodetect.settings import Settings

@@ -348,6 +348,8 @@ def run_once(args, server: PhotoServer, batch: int) -> dict:
     steady = (0.8 * args.photos) / (marks[0.9] - marks[0.1]) if 0.1 in marks and 0.9 in marks else float("nan")
     if errors:
         print(f"  failures: {errors}")
+    print(f"  {messages} messages dispatched in {sent:.2f}s; worker RSS {ready_rss / 2**20:.0f} MiB when ready; "
+          f"{queued_dedup} rows waiting for dedup; load average {load_before:.1f} -> {load_after:.1f}")
     return {"rate": done / elapsed, "steady": steady, "done": done, "failed": failed, "elapsed": elapsed,
             "cpu_ms": worker_cpu / max(1, done) * 1000, "peak_mib": peak[0] / 2**20, "load": load_before,
             "concurrency": concurrency, "prefetch": spec.prefetch, "messages": messages}

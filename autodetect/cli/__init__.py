@@ -6,9 +6,7 @@ from __future__ import annotations
 import functools
 import json
 import os
-import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Optional
