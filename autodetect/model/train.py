@@ -57,6 +57,7 @@ class TrainConfig:
     augment: bool = True
     zoom: float = 0.25  # augmentation: the random crop's side is 1 - zoom .. 1 of the image's
     rotation: float = 0.02  # augmentation: max rotation, a share of a full turn (0.02: 7 degrees); 0 is cheaper
+    colour_jitter: float = 0.15  # augmentation: random brightness and contrast factor; 0 skips both (cheaper)
     weight_decay: float = 1e-4
     dropout: float = 0.2
     patience: int = 5  # early stopping on val loss, in epochs
@@ -152,17 +153,16 @@ class RandomAffine(layers.Layer):
         )
 
 
-def make_augmenter(seed: int, rotation: float = 0.0, zoom: float = 0.25) -> keras.Sequential:
+def make_augmenter(seed: int, rotation: float = 0.0, zoom: float = 0.25, colour_jitter: float = 0.15) -> keras.Sequential:
     """Random zoom-in crop and shift, horizontal flip, optional small rotation (a share of a full turn),
-    brightness and contrast. Pixels stay in 0-255."""
-    return keras.Sequential(
-        [
-            RandomAffine(zoom=zoom, rotation=rotation, flip=True, seed=seed),
-            layers.RandomBrightness(0.15, value_range=(0.0, 255.0), seed=seed + 3),
-            layers.RandomContrast(0.15, seed=seed + 4),
-        ],
-        name="augment",
-    )
+    brightness and contrast (``colour_jitter``; 0: none). Pixels stay in 0-255."""
+    steps: list[layers.Layer] = [RandomAffine(zoom=zoom, rotation=rotation, flip=True, seed=seed)]
+    if colour_jitter > 0:
+        steps += [
+            layers.RandomBrightness(colour_jitter, value_range=(0.0, 255.0), seed=seed + 3),
+            layers.RandomContrast(colour_jitter, seed=seed + 4),
+        ]
+    return keras.Sequential(steps, name="augment")
 
 
 def class_weight_vector(samples: Sequence[Sample], classes: Sequence[str]) -> np.ndarray:
@@ -186,6 +186,7 @@ def make_dataset(
     augment: bool = False,
     rotation: float = 0.0,
     zoom: float = 0.25,
+    colour_jitter: float = 0.15,
     class_weights: np.ndarray | None = None,
     cache: str | Path | None = "",
 ) -> tf.data.Dataset:
@@ -213,7 +214,7 @@ def make_dataset(
     ds = ds.batch(batch_size)
     num_classes = len(classes)
     weights = tf.constant(class_weights if class_weights is not None else np.ones(num_classes, np.float32))
-    augmenter = make_augmenter(seed, rotation, zoom) if (training and augment) else None
+    augmenter = make_augmenter(seed, rotation, zoom, colour_jitter) if (training and augment) else None
 
     def to_model(x, y):
         x = tf.cast(x, tf.float32)
@@ -420,7 +421,8 @@ def train(
     weights = class_weight_vector(train, classes) if config.class_weights else None
     train_ds = make_dataset(
         train, classes, image_size=config.image_size, batch_size=config.batch_size, training=True,
-        seed=config.seed, augment=config.augment, rotation=config.rotation, zoom=config.zoom, class_weights=weights, cache=cache,
+        seed=config.seed, augment=config.augment, rotation=config.rotation, zoom=config.zoom,
+        colour_jitter=config.colour_jitter, class_weights=weights, cache=cache,
     )
     val_ds = None
     if val:

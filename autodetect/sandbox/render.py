@@ -339,7 +339,7 @@ class _CarPainter:
             self._face(edge, [fog, _mirror(fog)], (250, 246, 214), up=True)
         if "tow_hook" in look.extras:
             self._face(edge, [_rect(0.5, 0.0, 0.6, 0.1)], (200, 30, 30), up=True)
-        self._face(edge, _badge(look.badge, 0.0, 0.62, 0.07), self._detail(look.badge_colour), up=True)
+        self._face(edge, _badge(look.badge, 0.0, 0.62, 0.1), self._detail(look.badge_colour), up=True)
         if "bull_bar" in look.extras:
             bar = _DETAIL_RGB["black"]
             self._face(edge, [_rect(-0.75, 0.3, 0.75, 0.36), _rect(-0.75, 0.0, -0.66, 0.36),
@@ -353,7 +353,7 @@ class _CarPainter:
         plate_v = 0.16 if "spare_wheel" in look.extras else 0.3
         self._face(edge, [_rect(-0.2, plate_v, 0.2, plate_v + 0.16)], (232, 232, 226), up=True)
         self._face(edge, [_rect(-0.14, plate_v + 0.06, 0.14, plate_v + 0.1)], (40, 40, 90), up=True)
-        self._face(edge, _badge(look.badge, 0.0, 0.64, 0.06), self._detail(look.badge_colour), up=True)
+        self._face(edge, _badge(look.badge, 0.0, 0.64, 0.09), self._detail(look.badge_colour), up=True)
         if "spare_wheel" in look.extras:
             self._face(edge, [_ellipse(0.0, 0.6, 0.38, 0.3, 16)], _TYRE, up=True)
             self._face(edge, [_ellipse(0.0, 0.6, 0.2, 0.16, 12)], self._detail(look.rim), up=True)
@@ -435,14 +435,14 @@ class _CarPainter:
             if frame:
                 cx = sum(p[0] for p in pane) / len(pane)
                 cz = sum(p[1] for p in pane) / len(pane)
-                self._side([(cx + (x - cx) * 1.06, cz + (z - cz) * 1.18) for x, z in pane], frame, out=0.01)
+                self._side([(cx + (x - cx) * 1.09, cz + (z - cz) * 1.28) for x, z in pane], frame, out=0.01)
             self._side(pane, glass, out=0.012)
         if look.trim in ("chrome", "black"):
             z = s.ride + 0.55 * (s.belt - s.ride)
-            self._band(z, z + 0.035, frame or black, inset=0.25)
+            self._band(z, z + 0.06, frame or black, inset=0.25)
         elif look.trim == "stripe":
             z = s.ride + 0.3 * (s.belt - s.ride)
-            self._band(z, z + 0.07, _contrast(self.paint), inset=0.1)
+            self._band(z, z + 0.1, _contrast(self.paint), inset=0.1)
         seam = _shade(self.paint, 0.55)
         handle = _DETAIL_RGB["chrome"] if look.trim == "chrome" else _shade(self.paint, 0.7)
         zh = s.belt - 0.1
@@ -462,6 +462,10 @@ class _CarPainter:
             xr, xf = self._axles()
             self._side([(xr + s.wheel * 1.3, s.ride - 0.04), (xf - s.wheel * 1.3, s.ride - 0.04),
                         (xf - s.wheel * 1.3, s.ride + 0.05), (xr + s.wheel * 1.3, s.ride + 0.05)], black, out=0.1)
+        # the model's badge on the front fender, behind the wheel arch (seen from the side as well)
+        xb, zb = self._axles()[1] - s.wheel * 1.75, s.ride + 0.72 * (s.belt - s.ride)
+        for poly in _badge(look.badge, xb, zb, 0.09):
+            self._side(poly, self._detail(look.badge_colour), out=0.014)
         # lamp corners visible from the side
         front_x, rear_x = s.length - _NOSE_SETBACK, _TAIL_SETBACK
         self._side([(front_x - 0.28, s.nose - 0.1), (front_x + 0.02, s.nose - 0.1), (front_x + 0.02, s.nose - 0.02),
@@ -489,14 +493,14 @@ class _CarPainter:
             self.d.polygon(self.cam.project(ring(r * 1.12, n=12, stop=math.pi)), fill=_WELL)
         self.d.polygon(self.cam.project(ring(r)), fill=_TYRE)
         rim = self._detail(look.rim)
-        self.d.polygon(self.cam.project(ring(r * 0.66)), fill=rim)
+        self.d.polygon(self.cam.project(ring(r * 0.72)), fill=rim)
         dark = _shade(rim, 0.35) if sum(rim) > 200 else (8, 8, 10)
         spokes = {"spokes5": (5, 0.2), "spokes6": (6, 0.16), "multi": (10, 0.07), "twin": (5, 0.09)}.get(look.wheel)
         if spokes:  # dark gaps between spokes
             count, width = spokes
             for k in range(count * (2 if look.wheel == "twin" else 1)):
                 a = 2 * math.pi * k / count + (0.35 if look.wheel == "twin" and k >= count else 0) + math.pi / count
-                gap = ring(r * 0.6, n=4, start=a - width * 1.3, stop=a + width * 1.3)
+                gap = ring(r * 0.66, n=4, start=a - width * 1.3, stop=a + width * 1.3)
                 gap = np.vstack([[[x + r * 0.22 * math.cos(a), y, r + r * 0.22 * math.sin(a)]], gap])
                 self.d.polygon(self.cam.project(gap), fill=dark)
         elif look.wheel == "dish":
@@ -690,10 +694,10 @@ def render_car(spec: CarSpec, rng: np.random.Generator, size: tuple[int, int] = 
     w, h = size
     paint = PALETTE[colour or paint_colour(rng)]
     cam = _Camera(*_pose(rng))
-    width_share = rng.uniform(0.55, 0.92)
-    bw, bh = w * width_share, h * rng.uniform(0.5, 0.85)
-    x0 = rng.uniform(-0.04 * w, w - bw + 0.04 * w)
-    y1 = rng.uniform(h * 0.62, h * 0.99)
+    width_share = rng.uniform(0.72, 0.97)  # listing photos show the car large in the frame
+    bw, bh = w * width_share, h * rng.uniform(0.62, 0.92)
+    x0 = rng.uniform(-0.03 * w, w - bw + 0.03 * w)
+    y1 = rng.uniform(h * 0.7, h * 0.99)
     top, bottom = _fit(cam, spec.shape, (x0, max(0.0, y1 - bh), x0 + bw, y1))
     horizon = int(np.clip(top + rng.uniform(0.1, 0.75) * (bottom - top), h * 0.15, h * 0.8))
     img = _scene(rng, size, horizon)
