@@ -93,3 +93,11 @@ class SyncDispatch:
 @pytest.fixture
 def sync_dispatch(settings) -> SyncDispatch:
     return SyncDispatch(settings)
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Test files with long (``slow``) tests first, the rest after them in their usual order: with
+    pytest-xdist's ``--dist loadfile`` the long files then start at once on every worker and the short
+    ones fill in behind them, instead of one worker finishing a long file alone at the end."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)  # stable: order within each group kept

@@ -21,6 +21,8 @@ from autodetect.api import create_app  # noqa: E402
 from autodetect.db import session_scope, upgrade  # noqa: E402
 from autodetect.settings import Settings  # noqa: E402
 
+pytestmark = pytest.mark.slow  # the session fixture trains the model (in a subprocess)
+
 RADIUS = 200.0  # km around New York: Philadelphia (130 km) in, Baltimore (275 km) and Boston (306 km) out
 
 

@@ -202,6 +202,7 @@ class _Summary:
         terminalreporter.write_line(self.line)
 
 
+@pytest.mark.slow
 def test_near_duplicate_precision_and_recall_at_the_default_settings(tmp_path, request):
     market = Marketplace(listings=LISTINGS, models=MODELS, seed=SEED, bad_input=False)
     quality, settings = measure(market, tmp_path / "data")

@@ -22,7 +22,8 @@ from autodetect.model.split import Sample, split_samples
 from autodetect.model.train import TrainConfig, train
 
 # Keras' own saving code trips numpy 2's __array__(copy=...) deprecation; not ours to fix.
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning"),
+              pytest.mark.slow]  # the module fixture trains and exports a model
 
 SIZE = 48
 SHAPES = ("circle", "cross", "square", "triangle")

@@ -79,6 +79,7 @@ def _console() -> tuple[Console, io.StringIO]:
     return Console(file=out, force_terminal=True, width=100, color_system=None), out
 
 
+@pytest.mark.slow
 def test_tagging_5000_listings_live_progress_interrupted_and_resumed(settings, compact_bundle):
     version_id = register_version(settings, "v1", CLASSES, bundle_from=compact_bundle)
     _catalogue(settings)
