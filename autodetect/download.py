@@ -52,12 +52,6 @@ class DownloadOutcome:
     skipped: list[int] = field(default_factory=list)
     retry_in: float = 0.0
 
-    def status_of(self, image_id: int) -> str:
-        for status in ("done", "failed", "retry", "skipped"):
-            if image_id in getattr(self, status):
-                return status
-        raise KeyError(image_id)
-
 
 def _fetch_one(settings: Settings, url: str, fetcher: Fetcher, store: ImageStore) -> dict:
     """The new column values of a downloaded photo (raises the fetch and decode errors); its files
