@@ -89,16 +89,14 @@ def download_images(settings: Settings, image_ids: Sequence[int], fetcher: Fetch
     for row in rows:
         try:
             values = _fetch_one(settings, row.url, fetcher, store)
-        except TransientFetchError as exc:
-            final = row.attempts + 1 >= settings.download_retries
+        except (TransientFetchError, PermanentFetchError, UndecodableImage) as exc:
+            transient = isinstance(exc, TransientFetchError)
+            final = not transient or row.attempts + 1 >= settings.download_retries
             (outcome.failed if final else outcome.retry)[row.id] = str(exc)
             if not final:
                 outcome.retry_in = max(outcome.retry_in, backoff_delay(row.attempts, exc.retry_after))
             failures.append({"b_id": row.id, "state": State.failed.value if final else State.pending.value,
                              "error": str(exc)[:300]})
-        except (PermanentFetchError, UndecodableImage) as exc:
-            outcome.failed[row.id] = str(exc)
-            failures.append({"b_id": row.id, "state": State.failed.value, "error": str(exc)[:300]})
         else:
             moved.append({"b_id": row.id, **values, "stage": Stage.dedup.value, "state": State.pending.value,
                           "error": None})

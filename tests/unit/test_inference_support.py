@@ -28,6 +28,7 @@ COLOURS = {"red": 0, "green": 1, "blue": 2}
 def colour_onnx(path: Path, classes: list[str], size: int = SIZE, *, sharpness: float = 0.2) -> Path:
     """A classifier without TensorFlow: image (N, S, S, 3) -> mean colour -> MatMul -> Softmax.
     Class ``name`` scores the channel ``COLOURS[name]`` (a class with another name scores nothing)."""
+    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     weights = np.zeros((3, len(classes)), np.float32)
@@ -47,6 +48,7 @@ def colour_onnx(path: Path, classes: list[str], size: int = SIZE, *, sharpness: 
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
+    onnx.checker.check_model(model)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(model.SerializeToString())
     return path

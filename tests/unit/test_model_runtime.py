@@ -16,6 +16,7 @@ from autodetect.model.errors import ModelArtifactError
 from autodetect.model.evaluate import evaluate, metrics_from_probs, plot_confusion
 from autodetect.model.runtime import ServingModel, load_batch, load_image
 from autodetect.model.split import Sample
+from tests.unit.test_inference_support import colour_onnx
 
 SIZE = 16
 CLASSES = ["blue", "green", "red"]
@@ -24,26 +25,8 @@ WEIGHTS = np.array([[0, 0, 1], [0, 1, 0], [1, 0, 0]], np.float32) * 0.1
 
 
 def make_onnx(path: Path, size: int = SIZE) -> Path:
-    """image (N, S, S, 3) float -> mean over H, W -> MatMul -> Softmax: a colour classifier."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    graph = helper.make_graph(
-        [
-            helper.make_node("ReduceMean", ["image"], ["mean"], axes=[1, 2], keepdims=0),
-            helper.make_node("MatMul", ["mean", "w"], ["logits"]),
-            helper.make_node("Softmax", ["logits"], ["probs"], axis=-1),
-        ],
-        "colour",
-        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", size, size, 3])],
-        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", len(CLASSES)])],
-        [numpy_helper.from_array(WEIGHTS, "w")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    path.write_bytes(model.SerializeToString())
-    return path
+    """image (N, S, S, 3) float -> mean over H, W -> MatMul -> Softmax: a colour classifier (``WEIGHTS``)."""
+    return colour_onnx(path, CLASSES, size, sharpness=0.1)
 
 
 def reference(x: np.ndarray) -> np.ndarray:
