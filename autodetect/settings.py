@@ -61,7 +61,7 @@ class Settings(BaseSettings):
     #: Photos per dedup message (decisions are serialized; the batch shares one message's costs).
     dedup_batch_size: int = Field(16, ge=1, le=256)
     #: Largest pHash distance (bits of 64) at which a stored original is a near-duplicate candidate for
-    #: any of a photo's probes (see ``autodetect.dedup``); 8 measured on the sandbox, see benchmarks/RESULTS.md.
+    #: any of a photo's probes (see ``autodetect.pipeline.dedup``); 8 measured on the sandbox, see benchmarks/RESULTS.md.
     dedup_hamming_threshold: int = 8
     #: The extra probes: the photo padded by, and cropped by, each of these shares of its size per
     #: edge (empty: the photo's own hash only). They find lightly cropped copies.

@@ -72,10 +72,10 @@ def phone_photos(n: int, size: tuple[int, int]) -> list[bytes]:
 
 def model_alone(data_dir: Path, photos: list[bytes], repeat: int) -> dict[str, float]:
     """The active version loaded as the API loads it; per-photo ms for decode+model and the model call alone."""
-    from autodetect.api import _decode_for_model
+    from autodetect.serving.app import _decode_for_model
     from autodetect.db import session_scope
-    from autodetect.identify import rank
-    from autodetect.inference import ModelProvider
+    from autodetect.serving.identify import rank
+    from autodetect.pipeline.inference import ModelProvider
     from autodetect.model.runtime import load_image
     from autodetect.settings import Settings
 
@@ -104,7 +104,7 @@ def start_server(data_dir: Path, port: int) -> subprocess.Popen:
     env = {**os.environ, "AUTODETECT_DATA_DIR": str(data_dir), "AUTODETECT_DATABASE_URL": "",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "autodetect.api:app", "--host", "127.0.0.1", "--port", str(port),
+        [sys.executable, "-m", "uvicorn", "autodetect.serving.app:app", "--host", "127.0.0.1", "--port", str(port),
          "--log-level", "warning", "--no-access-log"], env=env, cwd=ROOT)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

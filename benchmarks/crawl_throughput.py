@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from scratch import scratch_postgres  # noqa: E402
 from autodetect.db import engine_for, session_scope, upgrade  # noqa: E402
-from autodetect.discovery import crawl  # noqa: E402
-from autodetect.pipeline import no_dispatch  # noqa: E402
+from autodetect.pipeline.discovery import crawl  # noqa: E402
+from autodetect.pipeline.dispatch import no_dispatch  # noqa: E402
 from autodetect.sandbox.marketplace import Marketplace  # noqa: E402
 from autodetect.sandbox.server import SandboxServer  # noqa: E402
 from autodetect.settings import configure  # noqa: E402

@@ -144,7 +144,7 @@ def install_version(settings, bundle: Path) -> None:
 
 def serving_model(settings, bundle: Path):
     """The serving model exactly as a worker loads it."""
-    from autodetect.inference import load_serving_model
+    from autodetect.pipeline.inference import load_serving_model
 
     return load_serving_model(settings, version_row(bundle, directory=str(bundle.relative_to(settings.data_dir))))
 
@@ -446,7 +446,7 @@ def measure_e2e(args, bundle: Path, work: Path) -> dict:
 
 
 def compare_formats(args, work: Path) -> list[dict]:
-    from autodetect.inference import serving_threads
+    from autodetect.pipeline.inference import serving_threads
     from autodetect.model.runtime import ServingModel
     from autodetect.settings import configure
 

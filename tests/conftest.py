@@ -67,12 +67,12 @@ class SyncDispatch:
             self.sent.append((stage, int(i)))
 
     def drain(self, provider=None) -> None:
-        from autodetect.dedup import dedup_images
-        from autodetect.download import download_images
+        from autodetect.pipeline.dedup import dedup_images
+        from autodetect.pipeline.download import download_images
         from autodetect.images.fetch import Fetcher
         from autodetect.images.store import ImageStore
-        from autodetect.inference import predict_batch
-        from autodetect.training import run_training
+        from autodetect.pipeline.inference import predict_batch
+        from autodetect.pipeline.training import run_training
 
         fetcher = Fetcher(self.settings)
         store = ImageStore(self.settings.data_dir / "images")

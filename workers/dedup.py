@@ -1,6 +1,6 @@
 """dedup queue: exact and near-duplicate decisions, one batch of photos per message."""
 
-from autodetect.dedup import dedup_images
+from autodetect.pipeline.dedup import dedup_images
 from autodetect.settings import get_settings
 from workers.app import app
 from workers.dispatch import dispatch

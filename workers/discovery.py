@@ -1,6 +1,6 @@
 """discovery queue: crawl the configured source."""
 
-from autodetect.discovery import CrawlLocked, crawl as crawl_source
+from autodetect.pipeline.discovery import CrawlLocked, crawl as crawl_source
 from autodetect.settings import get_settings
 from autodetect.sources import open_source
 from workers.app import app

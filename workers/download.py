@@ -2,7 +2,7 @@
 
 from functools import cache
 
-from autodetect.download import download_images
+from autodetect.pipeline.download import download_images
 from autodetect.images.fetch import Fetcher
 from autodetect.images.store import ImageStore
 from autodetect.settings import get_settings

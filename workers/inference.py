@@ -19,7 +19,7 @@ from functools import cache
 from celery import signals
 
 from autodetect.db import session_scope
-from autodetect.inference import (
+from autodetect.pipeline.inference import (
     ModelProvider,
     ModelUnavailable,
     predict_images,

@@ -1,7 +1,7 @@
 """The sweeper: re-dispatch rows stuck in a stage (a lost message loses no work)."""
 
 from autodetect.settings import get_settings
-from autodetect.sweeper import sweep as sweep_stale
+from autodetect.pipeline.sweeper import sweep as sweep_stale
 from workers.app import app
 from workers.dispatch import dispatch
 

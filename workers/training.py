@@ -1,7 +1,7 @@
 """training queue: the retraining check and the training run (concurrency 1)."""
 
 from autodetect.settings import get_settings
-from autodetect.training import check_retraining, run_training
+from autodetect.pipeline.training import check_retraining, run_training
 from workers.app import app
 from workers.dispatch import dispatch
 from workers.queues import queue_specs

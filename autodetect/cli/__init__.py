@@ -106,7 +106,7 @@ def crawl(max_listings: Optional[int] = typer.Option(None, help="Stop after this
           wait: bool = typer.Option(False, help="Run here instead of queueing it for a discovery worker.")) -> None:
     """Crawl the configured source (AUTODETECT_SOURCE) once."""
     if wait:
-        from autodetect.discovery import crawl as crawl_source
+        from autodetect.pipeline.discovery import crawl as crawl_source
         from autodetect.sources import open_source
         from workers.dispatch import dispatch
 
@@ -125,7 +125,7 @@ def status(as_json: bool = typer.Option(False, "--json")) -> None:
     """Counts per stage and state, queue lengths, the active model and the retraining trigger's reason."""
     from autodetect.cli.views import queue_lengths, show_status
     from autodetect.db import session_scope
-    from autodetect.status import pipeline_status
+    from autodetect.pipeline.status import pipeline_status
 
     with session_scope() as s:
         data = pipeline_status(s)
@@ -147,7 +147,7 @@ def tag(all_: bool = typer.Option(False, "--all", help="Every unique photo (and 
     Resumable: run it again after an interruption and it finishes the rest, predicting no photo twice.
     With the embedded default (no broker) the batches run in this process."""
     from autodetect.cli.views import follow_tagging
-    from autodetect.tagging import TaggingError, start_tagging, tag_here
+    from autodetect.pipeline.tagging import TaggingError, start_tagging, tag_here
 
     if all_ and missing or not (all_ or missing or model):
         _fail("say --all or --missing (or --model VERSION)")
@@ -182,7 +182,7 @@ def train(now: bool = typer.Option(False, "--now", help="Queue a training run no
           wait: bool = typer.Option(False, help="Run here instead of on a training worker.")) -> None:
     """Train a candidate model; it is promoted only if it matches or beats the active one."""
     from autodetect.db import session_scope
-    from autodetect.training import check_retraining, request_run, run_training
+    from autodetect.pipeline.training import check_retraining, request_run, run_training
     from workers.dispatch import dispatch
 
     if images is not None:
@@ -213,7 +213,7 @@ def train(now: bool = typer.Option(False, "--now", help="Queue a training run no
 @_needs_schema
 def identify(photos: list[Path], top: int = typer.Option(3)) -> None:
     """The most likely models for each photo, with the active model; no workers needed."""
-    from autodetect.identify import IdentifyError, identify_photos
+    from autodetect.serving.identify import IdentifyError, identify_photos
 
     try:
         results = identify_photos(get_settings(), photos, top=top)
@@ -261,7 +261,7 @@ def models_list() -> None:
 @_needs_schema
 def models_promote(version: str) -> None:
     from autodetect.db import session_scope
-    from autodetect.registry import RegistryError, find_version, promote
+    from autodetect.model.registry import RegistryError, find_version, promote
 
     with session_scope() as s:
         try:
@@ -275,7 +275,7 @@ def models_promote(version: str) -> None:
 @_needs_schema
 def models_rollback() -> None:
     from autodetect.db import session_scope
-    from autodetect.registry import RegistryError, rollback
+    from autodetect.model.registry import RegistryError, rollback
 
     with session_scope() as s:
         try:
@@ -291,7 +291,7 @@ def models_export(version: str, format: str = typer.Option("coreml", help="corem
                   out: Optional[Path] = typer.Option(None)) -> None:
     """Export a version for phones (Core ML) or servers (TFLite int8, ONNX)."""
     from autodetect.db import session_scope
-    from autodetect.registry import RegistryError, find_version
+    from autodetect.model.registry import RegistryError, find_version
 
     with session_scope() as s:
         try:
@@ -323,7 +323,7 @@ def serve(host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8000))
     """The HTTP API and the web page."""
     import uvicorn
 
-    uvicorn.run("autodetect.api:app", host=host, port=port, log_level="info")
+    uvicorn.run("autodetect.serving.app:app", host=host, port=port, log_level="info")
 
 
 if __name__ == "__main__":  # pragma: no cover

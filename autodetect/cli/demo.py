@@ -113,7 +113,7 @@ def run_demo(console: Console, *, listings: int, models: int, seed: int, train_s
             timings["tag the catalogue"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - started
 
-    from autodetect.report import build_summary, write_report
+    from autodetect.cli.report import build_summary, write_report
 
     with session_scope(settings) as s:
         summary = build_summary(s, settings)

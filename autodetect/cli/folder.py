@@ -9,9 +9,9 @@ import typer
 from rich.console import Console
 
 from autodetect.db import session_scope
-from autodetect.folder_dataset import FolderError, scan_folder
+from autodetect.model.folder_dataset import FolderError, scan_folder
 from autodetect.settings import get_settings
-from autodetect.training import NotEnoughData, request_run, run_training
+from autodetect.pipeline.training import NotEnoughData, request_run, run_training
 
 
 def train_from_folder(console: Console, root: Path) -> None:

@@ -66,7 +66,7 @@ def show_status(console: Console, data: dict[str, Any]) -> None:
 
 
 def show_models(console: Console) -> None:
-    from autodetect.registry import list_versions
+    from autodetect.model.registry import list_versions
 
     table = Table(title="model versions")
     for col in ("version", "status", "backbone", "size", "classes", "top-1", "top-3", "mean/class", "created"):
@@ -106,7 +106,7 @@ def follow_tagging(console: Console, version_id: int, *, poll_s: float = 0.5, id
     """A live progress bar fed from the database until every unique photo has a prediction from
     ``version_id``. ``work`` (embedded mode, tests) does one batch in this process per call and says
     whether there was any; without it, workers do the work and this only watches. Returns (done, total)."""
-    from autodetect.tagging import tagging_failures, tagging_progress
+    from autodetect.pipeline.tagging import tagging_failures, tagging_progress
 
     with Progress(TextColumn("tagging"), BarColumn(), MofNCompleteColumn(), TextColumn("photos"),
                   TimeElapsedColumn(), TimeRemainingColumn(), console=console) as bar:

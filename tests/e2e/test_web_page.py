@@ -1,6 +1,6 @@
 """The web page in a real headless browser (Debian's Chromium driven by Playwright): take a sandbox photo,
 see the right model among the three, the offers in the area and their average price. Writes the
-screenshot the README shows (``autodetect/static/screenshot.png``)."""
+screenshot the README shows (``autodetect/serving/static/screenshot.png``)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ RADIUS = 250
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
-    from autodetect.api import create_app
+    from autodetect.serving.app import create_app
     from autodetect.db import upgrade
     from autodetect.settings import Settings
 

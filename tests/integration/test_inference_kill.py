@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 
 from autodetect.db import session_scope
 from autodetect.storage import Image, ListingPrediction, Prediction
-from autodetect.sweeper import sweep
+from autodetect.pipeline.sweeper import sweep
 from tests.integration.conftest import REDIS_URL, client_app, make_stack, wait_for
 from tests.unit.test_inference_support import (
     add_listings,

@@ -17,8 +17,8 @@ from sqlalchemy import func, select
 from autodetect.cli.views import follow_tagging
 from autodetect.db import session_scope
 from autodetect.storage import Image, ListingPrediction, Prediction
-from autodetect.sweeper import sweep
-from autodetect.tagging import start_tagging
+from autodetect.pipeline.sweeper import sweep
+from autodetect.pipeline.tagging import start_tagging
 from tests.integration.conftest import REDIS_URL, client_app, make_stack, wait_for
 from tests.unit.test_inference_support import (
     add_listings,

@@ -17,7 +17,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import test_api_support as sup  # noqa: E402
 
-from autodetect.api import create_app  # noqa: E402
+from autodetect.serving.app import create_app  # noqa: E402
 from autodetect.db import session_scope, upgrade  # noqa: E402
 from autodetect.settings import Settings  # noqa: E402
 
@@ -174,7 +174,7 @@ def test_default_radius_applies_with_a_location(client, catalogue, model_root):
 
 
 def test_model_reloads_when_the_active_version_changes(client, catalogue, model_root):
-    from autodetect.registry import promote
+    from autodetect.model.registry import promote
     from autodetect.storage import ModelVersion
 
     settings, _ = catalogue

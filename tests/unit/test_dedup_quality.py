@@ -43,7 +43,7 @@ from PIL import Image as PILImage
 from sqlalchemy import create_engine, insert, select, text
 
 from autodetect.db import session_scope, upgrade
-from autodetect.dedup import (
+from autodetect.pipeline.dedup import (
     Thumb,
     dedup_image,
     find_candidates,
@@ -53,7 +53,7 @@ from autodetect.dedup import (
     probe_hashes,
     residual,
 )
-from autodetect.download import download_images
+from autodetect.pipeline.download import download_images
 from autodetect.images.decode import (
     decode_image,
     hamming,

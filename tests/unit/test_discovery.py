@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import select, update
 
 from autodetect.db import session_scope
-from autodetect.discovery import CrawlLocked, crawl
+from autodetect.pipeline.discovery import CrawlLocked, crawl
 from autodetect.settings import Settings, configure
 from autodetect.sources import open_source
 from autodetect.sources.base import Page, SourceListing

@@ -13,7 +13,7 @@ from PIL import Image as PILImage
 from sqlalchemy import insert, select
 
 from autodetect.db import session_scope
-from autodetect.download import download_images
+from autodetect.pipeline.download import download_images
 from autodetect.images.fetch import Fetcher
 from autodetect.images.store import ImageStore
 from autodetect.settings import configure

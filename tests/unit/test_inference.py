@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from autodetect.db import session_scope, upgrade
-from autodetect.inference import (
+from autodetect.pipeline.inference import (
     MEASURED_FASTEST,
     ModelProvider,
     claim,
@@ -22,11 +22,11 @@ from autodetect.inference import (
     serving_preference,
 )
 from autodetect.model.bundle import save_labels
-from autodetect.registry import find_version, promote
+from autodetect.model.registry import find_version, promote
 from autodetect.settings import configure
-from autodetect.status import pipeline_status
+from autodetect.pipeline.status import pipeline_status
 from autodetect.storage import Image, ListingPrediction, Prediction
-from autodetect.sweeper import sweep
+from autodetect.pipeline.sweeper import sweep
 from tests.unit.test_inference_support import (
     ROOT,
     add_listings,
@@ -292,7 +292,7 @@ def test_identify_prints_the_top_three_without_workers_or_tensorflow(settings, p
     assert len(lines) == 3 and "red" in lines[0], out
     out = _cli("--data-dir", str(settings.data_dir), "identify", str(photo), str(tmp_path / "nope.jpg"))
     assert "nope.jpg" in out and "exit 2" in out and "Traceback" not in out, out  # a clear error
-    from autodetect.identify import identify_photos
+    from autodetect.serving.identify import identify_photos
 
     [(_, answer)] = identify_photos(settings, [photo])
     assert answer[0][0] == "red" and len(answer) == 3
@@ -371,7 +371,7 @@ def test_a_pipeline_that_fails_gives_back_what_it_did_not_write(settings, photos
 
 
 def test_serving_threads_share_the_cores(tmp_path, monkeypatch):
-    from autodetect.inference import serving_threads
+    from autodetect.pipeline.inference import serving_threads
 
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(8)))
     assert serving_threads(configure(data_dir=tmp_path)) == 8, "LiteRT alone would take one thread"

@@ -16,7 +16,7 @@ from sqlalchemy import insert, select
 from autodetect.db import session_scope
 from autodetect.images.store import ImageStore
 from autodetect.model.bundle import save_labels
-from autodetect.registry import promote
+from autodetect.model.registry import promote
 from autodetect.storage import CarClass, Image, Listing, ModelVersion, VersionStatus
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,4 +1,4 @@
-"""Distances, offline postal codes and price statistics (autodetect.offers), without a model."""
+"""Distances, offline postal codes and price statistics (autodetect.serving.offers), without a model."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import pytest
 
-from autodetect.offers import (
+from autodetect.serving.offers import (
     MAX_RADIUS_KM,
     LocationError,
     find_offers,

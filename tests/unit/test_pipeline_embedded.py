@@ -8,12 +8,12 @@ import pytest
 from sqlalchemy import func, select
 
 from autodetect.db import session_scope
-from autodetect.discovery import crawl
-from autodetect.inference import ModelProvider
+from autodetect.pipeline.discovery import crawl
+from autodetect.pipeline.inference import ModelProvider
 from autodetect.sources import open_source
 from autodetect.storage import Image, Listing, ListingPrediction, ModelVersion, Prediction, TrainingCheck
-from autodetect.sweeper import sweep
-from autodetect.training import check_retraining
+from autodetect.pipeline.sweeper import sweep
+from autodetect.pipeline.training import check_retraining
 
 
 def _snapshot(settings) -> dict[str, object]:

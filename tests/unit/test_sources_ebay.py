@@ -17,7 +17,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import joinedload
 
 from autodetect.db import session_scope
-from autodetect.discovery import crawl
+from autodetect.pipeline.discovery import crawl
 from autodetect.settings import Settings, configure
 from autodetect.sources.browse import ITEM_PATH, SEARCH_PATH, BrowseSource
 from autodetect.storage import CrawlState, Listing

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from autodetect.db import session_scope
-from autodetect.discovery import crawl
+from autodetect.pipeline.discovery import crawl
 from autodetect.settings import Settings, configure
 from autodetect.sources import CallBudget, open_source
 from autodetect.sources.feed import parse_feed

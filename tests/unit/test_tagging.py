@@ -12,10 +12,10 @@ from sqlalchemy import func, select, update
 
 from autodetect.cli.views import follow_tagging
 from autodetect.db import session_scope, upgrade
-from autodetect.inference import ModelProvider
+from autodetect.pipeline.inference import ModelProvider
 from autodetect.settings import configure
 from autodetect.storage import Image, ListingPrediction, Prediction
-from autodetect.tagging import (
+from autodetect.pipeline.tagging import (
     queue_for_tagging,
     start_tagging,
     tag_here,

@@ -15,7 +15,7 @@ from autodetect.cli import app
 from autodetect.db import session_scope, upgrade
 from autodetect.settings import configure
 from autodetect.storage import ModelVersion, TrainingRun
-from autodetect.training import request_run, run_training
+from autodetect.pipeline.training import request_run, run_training
 
 CLASSES = ("circle", "square", "triangle")
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import bindparam, select, update
 
 from autodetect.db import session_scope
-from autodetect.dedup import phash_chunks
+from autodetect.pipeline.dedup import phash_chunks
 from autodetect.images.decode import (
     UndecodableImage,
     decode_image,
@@ -31,7 +31,7 @@ from autodetect.images.fetch import (
     backoff_delay,
 )
 from autodetect.images.store import ImageStore
-from autodetect.pipeline import Dispatch
+from autodetect.pipeline.dispatch import Dispatch
 from autodetect.settings import Settings
 from autodetect.storage import Image, Stage, State, utcnow
 

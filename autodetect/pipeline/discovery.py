@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from autodetect.catalogue.names import Label, normalize
 from autodetect.db import insert_stmt, session_scope
-from autodetect.pipeline import Dispatch
+from autodetect.pipeline.dispatch import Dispatch
 from autodetect.settings import Settings
 from autodetect.sources.base import BudgetExhausted, CallBudget, Page, Source, SourceError, SourceListing
 from autodetect.storage import CarClass, CrawlState, Image, Listing, ListingStatus, PriceChange, Stage, utcnow

@@ -23,7 +23,7 @@ from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from autodetect.db import session_scope
-from autodetect.pipeline import Dispatch, no_dispatch
+from autodetect.pipeline.dispatch import Dispatch, no_dispatch
 from autodetect.settings import Settings
 from autodetect.storage import (
     Image,
@@ -80,7 +80,7 @@ def queue_for_tagging(session: Session, mode: Mode, version_id: int, *, id_range
 
 def resolve_version(session: Session, ref: str | int | None) -> ModelVersion:
     """The version named/numbered ``ref``, or the active one."""
-    from autodetect.registry import RegistryError, active_version, find_version
+    from autodetect.model.registry import RegistryError, active_version, find_version
 
     if ref is None:
         version = active_version(session)
@@ -147,7 +147,7 @@ def _missing_ids(session: Session, mode: Mode, version_id: int, id_range: tuple[
 def tag_here(settings: Settings, plan: TaggingPlan, provider=None) -> Iterator:
     """Do the queued work in this process, one batch per step (the embedded default has no separate
     workers; tests). Yields each ``inference.BatchResult``; stops when nothing is left."""
-    from autodetect.inference import ModelProvider, predict_batch, predict_images
+    from autodetect.pipeline.inference import ModelProvider, predict_batch, predict_images
 
     provider = provider or ModelProvider(settings)
     if plan.active:

@@ -17,10 +17,10 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, aliased
 
-from autodetect import registry
+from autodetect.model import registry
 from autodetect.db import session_scope
 from autodetect.model.split import Sample, select_classes, split_samples
-from autodetect.pipeline import Dispatch
+from autodetect.pipeline.dispatch import Dispatch
 from autodetect.settings import Settings
 from autodetect.storage import (
     CarClass,
@@ -34,7 +34,7 @@ from autodetect.storage import (
     VersionStatus,
     utcnow,
 )
-from autodetect.tagging import queue_for_tagging
+from autodetect.pipeline.tagging import queue_for_tagging
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ def run_training(settings: Settings, run_id: int, dispatch: Dispatch,
         samples = None if params.get("images") else labelled_samples(s, settings)
     try:
         if samples is None:  # a folder of DIR/<class>/<photo> (``autodetect train --images DIR``)
-            from autodetect.folder_dataset import scan_folder
+            from autodetect.model.folder_dataset import scan_folder
 
             samples = scan_folder(settings, Path(params["images"])).samples
         outcome = _train_and_register(settings, run_id, samples, params, progress)

@@ -12,7 +12,7 @@
   exchange rates offline. Percentiles interpolate linearly between order statistics (numpy's default,
   ``statistics.quantiles(..., method="inclusive")``, spreadsheet PERCENTILE.INC).
 
-No web framework here: the API (``autodetect.api``) turns these results into JSON.
+No web framework here: the API (``autodetect.serving.app``) turns these results into JSON.
 """
 
 from __future__ import annotations

@@ -10,9 +10,9 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from autodetect.registry import active_version
+from autodetect.model.registry import active_version
 from autodetect.settings import Settings
-from autodetect.status import pipeline_status
+from autodetect.pipeline.status import pipeline_status
 from autodetect.storage import CarClass, Image, Listing, ListingPrediction, State
 
 

@@ -1,6 +1,6 @@
 """The HTTP API and the web page: snap a car, see its make and model, the offers nearby and their prices.
 
-``autodetect serve`` runs ``autodetect.api:app`` with uvicorn; OpenAPI at ``/openapi.json`` and ``/docs``.
+``autodetect serve`` runs ``autodetect.serving.app:app`` with uvicorn; OpenAPI at ``/openapi.json`` and ``/docs``.
 
 - ``POST /identify``         multipart ``photo`` (+ lat/lon or postal_code/country, radius_km, currency)
                              -> the three most likely models, each with its offers nearby and prices
@@ -8,9 +8,9 @@
 - ``GET /listings/{id}``     one listing with its photos and predictions
 - ``GET /photos/{image_id}`` a stored photo (the normalized JPEG), for thumbnails
 - ``GET /health``            database and model status
-- ``GET /``                  the web page (``autodetect/static/``)
+- ``GET /``                  the web page (``autodetect/serving/static/``)
 
-The serving model is loaded lazily, once per process, by ``autodetect.inference.ModelProvider``: every
+The serving model is loaded lazily, once per process, by ``autodetect.pipeline.inference.ModelProvider``: every
 request looks up the active version (one indexed query) and a newly promoted version is loaded once;
 a version that fails to load leaves the last good one serving. Uploads are limited while they are
 read (``settings.api_max_upload_bytes``), before anything is parsed or decoded. Every bad input gets
@@ -38,8 +38,8 @@ from sqlalchemy.orm import Session
 from autodetect.db import read_scope
 from autodetect.images.decode import UndecodableImage, decode_image, encode_jpeg, normalize
 from autodetect.images.store import ImageStore
-from autodetect.inference import LoadedModel, ModelProvider
-from autodetect.offers import (
+from autodetect.pipeline.inference import LoadedModel, ModelProvider
+from autodetect.serving.offers import (
     MAX_RADIUS_KM,
     LocationError,
     Offer,
@@ -401,7 +401,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         t1 = time.perf_counter()
         jpeg = _decode_for_model(s, data)
         t2 = time.perf_counter()
-        from autodetect.identify import rank
+        from autodetect.serving.identify import rank
 
         ranked = rank(model, [jpeg], TOP_MODELS)[0]
         t3 = time.perf_counter()

@@ -50,8 +50,8 @@ from sqlalchemy.orm import Session
 from autodetect.db import is_postgres, session_scope
 from autodetect.images.decode import hamming, perceptual_hash
 from autodetect.images.store import ImageStore
-from autodetect.inference import refresh_listing_predictions
-from autodetect.pipeline import Dispatch
+from autodetect.pipeline.inference import refresh_listing_predictions
+from autodetect.pipeline.dispatch import Dispatch
 from autodetect.settings import Settings
 from autodetect.storage import Image, Listing, Stage, State, utcnow
 

@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from autodetect.registry import active_version
+from autodetect.model.registry import active_version
 from autodetect.storage import (
     CarClass,
     Image,

@@ -9,8 +9,8 @@ from datetime import timedelta
 from sqlalchemy import select, update
 
 from autodetect.db import session_scope
-from autodetect.pipeline import Dispatch
-from autodetect.registry import active_version
+from autodetect.pipeline.dispatch import Dispatch
+from autodetect.model.registry import active_version
 from autodetect.settings import Settings
 from autodetect.storage import Image, Stage, State, TrainingRun, utcnow
 

@@ -9,8 +9,8 @@ import numpy as np
 
 from autodetect.db import session_scope
 from autodetect.images.decode import UndecodableImage, decode_image
-from autodetect.inference import LoadedModel, load_serving_model
-from autodetect.registry import active_version
+from autodetect.pipeline.inference import LoadedModel, load_serving_model
+from autodetect.model.registry import active_version
 from autodetect.settings import Settings
 
 
