@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from autodetect.settings import Settings, get_settings
@@ -15,13 +16,51 @@ from autodetect.settings import Settings, get_settings
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schema"
 
 
-@cache
+def masked_url(url: str) -> str:
+    """``url`` with its password replaced by ``***``, for every message and log line."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not even a URL: show its scheme only
+        return url.split(":", 1)[0] + ":<unparsable URL>"
+
+
+@dataclass(frozen=True)
+class _PostgresOptions:
+    pool_size: int
+    max_overflow: int
+    connect_timeout_s: int
+    statement_timeout_ms: int
+    lock_timeout_ms: int
+    idle_in_transaction_ms: int
+
+    @classmethod
+    def of(cls, settings: Settings) -> "_PostgresOptions":
+        return cls(settings.db_pool_size, settings.db_max_overflow, settings.db_connect_timeout_s,
+                   int(settings.db_statement_timeout_s * 1000), int(settings.db_lock_timeout_s * 1000),
+                   int(settings.db_idle_in_transaction_timeout_s * 1000))
+
+    def engine(self, url: str) -> Engine:
+        """Every statement, lock wait and idle transaction has a deadline; connecting has one too."""
+        options = (f"-c statement_timeout={self.statement_timeout_ms} -c lock_timeout={self.lock_timeout_ms} "
+                   f"-c idle_in_transaction_session_timeout={self.idle_in_transaction_ms}")
+        return create_engine(url, pool_pre_ping=True, pool_size=self.pool_size, max_overflow=self.max_overflow,
+                             pool_timeout=30, connect_args={"connect_timeout": self.connect_timeout_s,
+                                                            "options": options})
+
+
 def engine_for(url: str, readonly: bool = False) -> Engine:
-    """The process-wide engine for ``url``. On SQLite, writers take the write lock up front
-    (``BEGIN IMMEDIATE``); ``readonly`` engines use plain deferred transactions on ``query_only``
-    connections, so readers run side by side in WAL mode instead of queueing behind writers."""
-    if not url.startswith("sqlite"):
-        return engine_for(url) if readonly else create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    """The process-wide engine for ``url``; PostgreSQL engines take their pool sizes and timeouts
+    from the process-wide settings."""
+    return _engine(url, readonly, None if url.startswith("sqlite") else _PostgresOptions.of(get_settings()))
+
+
+@cache
+def _engine(url: str, readonly: bool, postgres: _PostgresOptions | None) -> Engine:
+    """On SQLite, writers take the write lock up front (``BEGIN IMMEDIATE``); ``readonly`` engines use
+    plain deferred transactions on ``query_only`` connections, so readers run side by side in WAL
+    mode instead of queueing behind writers. PostgreSQL readers share the writers' engine."""
+    if postgres is not None:
+        return _engine(url, False, postgres) if readonly else postgres.engine(url)
     path = url.split("///", 1)[-1]
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -47,8 +86,13 @@ def engine_for(url: str, readonly: bool = False) -> Engine:
         conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
     if readonly:
-        engine_for(url)  # the writer's engine sets WAL mode (persistent in the file)
+        _engine(url, False, None)  # the writer's engine sets WAL mode (persistent in the file)
     return engine
+
+
+def forget_engines() -> None:
+    """Forget this process's engines (a benchmark's scratch database is about to be dropped)."""
+    _engine.cache_clear()
 
 
 def engine(settings: Settings | None = None) -> Engine:
@@ -115,9 +159,10 @@ def schema_problem(settings: Settings | None = None) -> str | None:
         with engine_for(settings.database_url, readonly=True).connect() as conn:
             current = MigrationContext.configure(conn).get_current_revision()
     except OperationalError as exc:
-        return f"cannot reach the database {settings.database_url}: {str(exc.orig).strip().splitlines()[0]}"
+        reason = str(exc.orig).strip().splitlines()[0].replace(str(make_url(settings.database_url).password), "***")
+        return f"cannot reach the database {masked_url(settings.database_url)}: {reason}"
     if current is None:
-        return f"the database {settings.database_url} has no schema yet: run `autodetect db upgrade`"
+        return f"the database {masked_url(settings.database_url)} has no schema yet: run `autodetect db upgrade`"
     if current != head:
         return f"the database schema is at {current}, the code needs {head}: run `autodetect db upgrade`"
     return None

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -114,9 +114,45 @@ class Settings(BaseSettings):
     top_k: int = 5
     mismatch_confidence: float = 0.8
 
+    # --- bounded fates -----------------------------------------------------------------------
+    #: Tries of one photo in one stage (a transient failure, a lost worker) before it is ``failed``.
+    max_attempts: int = Field(6, ge=1, le=100)
+    #: The waits before the 2nd, 3rd... try of a photo that failed transiently (the last one repeats):
+    #: 1 min, 5 min, 30 min, 2 h. Strictly growing.
+    retry_backoff_s: list[float] = Field(default_factory=lambda: [60.0, 300.0, 1800.0, 7200.0])
+    #: Each wait is drawn from [w * (1 - jitter), w * (1 + jitter)] so retries do not arrive in a herd.
+    retry_jitter: float = Field(0.2, ge=0.0, le=1.0)
+    #: A host's ``Retry-After`` is honoured up to this many seconds.
+    retry_after_cap_s: float = Field(7200.0, gt=0)
+    #: A task that meets a database or broker outage retries with backoff up to this many times.
+    dependency_retries: int = Field(8, ge=0)
+    dependency_backoff_max_s: int = Field(60, ge=1)
+
+    # --- training runs ----------------------------------------------------------------------
+    #: A running training run writes a heartbeat this often; one silent for 4 beats is presumed dead.
+    training_heartbeat_s: float = Field(30.0, gt=0)
+    #: A run presumed dead is put back this many times, then ``failed``.
+    training_max_requeues: int = Field(2, ge=0)
+    #: Failed runs on the same data before the trigger stops firing for it (new data or
+    #: ``train --now`` start over); between failures it waits ``retry_backoff_s``.
+    training_max_failures: int = Field(3, ge=1)
+
+    # --- the database -----------------------------------------------------------------------
+    #: PostgreSQL: per process, up to pool + overflow connections (see the README's scaling notes).
+    db_pool_size: int = Field(5, ge=1)
+    db_max_overflow: int = Field(10, ge=0)
+    #: PostgreSQL: no statement runs longer, no lock is waited for longer, no transaction idles longer.
+    db_statement_timeout_s: float = Field(120.0, gt=0)
+    db_lock_timeout_s: float = Field(15.0, gt=0)
+    db_idle_in_transaction_timeout_s: float = Field(300.0, gt=0)
+    db_connect_timeout_s: int = Field(5, ge=1)
+
     # --- operations -------------------------------------------------------------------------
     sweeper_interval_s: int = 60
+    #: A pending photo whose message has not been handled this long after it was sent is sent again.
     stale_after_s: int = 300
+    #: A crawl holds its source's lease this long, renewed with every page.
+    crawl_lease_s: int = Field(300, ge=10)
     retrain_check_interval_s: int = 300
     flower_basic_auth: str = ""  # "user:password"
     api_max_upload_bytes: int = 15 * 1024 * 1024
@@ -132,6 +168,15 @@ class Settings(BaseSettings):
     #: Largest page of ``GET /models/{id}/offers``.
     api_max_page_size: int = 100
 
+    @field_validator("retry_backoff_s")
+    @classmethod
+    def _backoff_grows(cls, value: list[float]) -> list[float]:
+        if not value or any(w <= 0 for w in value):
+            raise ValueError("retry_backoff_s needs at least one wait, every wait > 0 seconds")
+        if any(b <= a for a, b in zip(value, value[1:])):
+            raise ValueError(f"retry_backoff_s must grow strictly, got {value}")
+        return value
+
     @model_validator(mode="after")
     def _defaults_from_data_dir(self) -> "Settings":
         if not self.database_url:
@@ -145,6 +190,20 @@ class Settings(BaseSettings):
     @property
     def token_url(self) -> str:
         return self.ebay_auth_url or f"{self.marketplace_url.rstrip('/')}/identity/v1/oauth2/token"
+
+    def stage_time_limit(self, stage: str) -> int:
+        """Hard time limit of one task of ``stage`` (seconds); also the lease of the rows it claims,
+        so the sweeper never takes work back from a task that may still be running."""
+        below_broker = self.visibility_timeout - 60
+        return min(below_broker, {
+            "discovery": below_broker,
+            # a batch of photos, each bounded by the total download deadline
+            "download": int(self.download_batch_size * self.download_total_timeout_s) + 60,
+            "dedup": 30 + 5 * self.dedup_batch_size,
+            "inference": int(self.inference_task_budget_s) + 270,
+            "training": self.training_time_limit_s,
+            "maintenance": 120,
+        }[stage])
 
     def path(self, *parts: str) -> Path:
         p = self.data_dir.joinpath(*parts)

@@ -24,6 +24,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -51,8 +52,8 @@ class Stage(str, enum.Enum):
 class State(str, enum.Enum):
     """How the photo's current stage stands."""
 
-    pending = "pending"
-    running = "running"  # claimed by an inference batch (``updated_at`` is the claim time)
+    pending = "pending"  # waiting: dispatched, or in backoff until ``next_attempt_at``
+    running = "running"  # claimed by a task until ``lease_until``
     failed = "failed"
     done = "done"
 
@@ -133,6 +134,7 @@ class Image(Base):
     __table_args__ = (
         UniqueConstraint("listing_id", "position", name="uq_images_listing_position"),
         Index("ix_images_stage_state", "stage", "state", "updated_at"),
+        Index("ix_images_stage_state_next", "stage", "state", "next_attempt_at"),
         # Multi-index hashing: one index per 16-bit chunk of the 64-bit perceptual hash, each
         # carrying the full hash so the distance is verified from the index alone.
         *(Index(f"ix_images_phash_c{i}", f"phash_c{i}", "phash") for i in range(4)),
@@ -144,9 +146,16 @@ class Image(Base):
     url: Mapped[str] = mapped_column(Text)
     stage: Mapped[str] = mapped_column(String(12), default=Stage.download.value)
     state: Mapped[str] = mapped_column(String(12), default=State.pending.value)
+    #: Why the last try in this stage failed: the exception's type and message, short, no secrets.
     error: Mapped[str | None] = mapped_column(String(300))
+    #: Tries in the current stage (reset when the photo moves on); ``max_attempts`` of them, then failed.
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    #: A pending photo not taken by then is (re)sent by the sweeper: ``stale_after_s`` after it was
+    #: sent (its message was lost), or the end of its backoff after a transient failure.
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime, default=utcnow)
+    #: A running photo's claim: until then its task may still be working on it; after, it was lost.
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime)
     sha256: Mapped[str | None] = mapped_column(String(64), index=True)
     phash: Mapped[int | None] = mapped_column(BigInteger)
     phash_c0: Mapped[int | None] = mapped_column(Integer)
@@ -170,6 +179,11 @@ class Image(Base):
 
 class ModelVersion(Base):
     __tablename__ = "model_versions"
+    __table_args__ = (
+        # At most one active version, in the schema: a second promotion racing the first fails.
+        Index("uq_model_versions_one_active", "status", unique=True,
+              sqlite_where=text("status = 'active'"), postgresql_where=text("status = 'active'")),
+    )
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     name: Mapped[str] = mapped_column(String(40), unique=True)
     backbone: Mapped[str] = mapped_column(String(40))
@@ -213,8 +227,16 @@ class ListingPrediction(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
+_OPEN_RUN = "state IN ('pending', 'running')"
+
+
 class TrainingRun(Base):
     __tablename__ = "training_runs"
+    __table_args__ = (
+        # At most one pending or running run: the indexed expression is true for every open run.
+        Index("uq_training_runs_one_open", text(f"({_OPEN_RUN})"), unique=True,
+              sqlite_where=text(_OPEN_RUN), postgresql_where=text(_OPEN_RUN)),
+    )
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     trigger: Mapped[str] = mapped_column(String(20))  # first | new_photos | new_class | manual
     reason: Mapped[str] = mapped_column(String(300))
@@ -226,6 +248,12 @@ class TrainingRun(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+    #: Written every ``training_heartbeat_s`` by whoever runs it (a worker or the CLI).
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime)
+    #: Times the sweeper found it dead and put it back (bounded by ``training_max_requeues``).
+    requeues: Mapped[int] = mapped_column(Integer, default=0)
+    #: What it trained on (labelled unique photos and classes), to bound retries on the same data.
+    data_key: Mapped[str | None] = mapped_column(String(80))
 
 
 class TrainingCheck(Base):

@@ -20,9 +20,9 @@ def scratch_postgres(url: str, prefix: str = "autodetect_bench") -> Iterator[str
     try:
         yield make_url(url).set(database=name).render_as_string(hide_password=False)
     finally:
-        from autodetect.db import engine_for
+        from autodetect.db import forget_engines
 
-        engine_for.cache_clear()  # the run's pooled connections must not hold the database open
+        forget_engines()  # the run's pooled connections must not hold the database open
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()

@@ -64,10 +64,17 @@ def _needs_schema(command: Callable[..., None]) -> Callable[..., None]:
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Run the Alembic migrations up to the newest schema."""
-    from autodetect.db import upgrade
+    from sqlalchemy.exc import OperationalError
 
-    upgrade(get_settings())
-    console.print(f"schema up to date: {get_settings().database_url}")
+    from autodetect.db import masked_url, upgrade
+
+    try:
+        upgrade(get_settings())
+    except OperationalError:
+        from autodetect.db import schema_problem
+
+        _fail(schema_problem(get_settings()) or f"cannot upgrade {masked_url(get_settings().database_url)}")
+    console.print(f"schema up to date: {masked_url(get_settings().database_url)}")
 
 
 # --- the demo ---------------------------------------------------------------------------------------

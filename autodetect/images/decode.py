@@ -59,7 +59,9 @@ def decode_image(data: bytes, max_pixels: int, *, draft_side: int | None = None,
     converted to RGB: CMYK (through its ICC profile when present), 16-bit and 32-bit grey (scaled,
     not clipped), palette, grey/RGB with transparency (composited on white), first frame of an
     animation. ``draft_side`` lets JPEG decoding scale down by 1/2, 1/4 or 1/8 as long as both
-    sides stay at least that big (much faster for big photos that are normalized afterwards).
+    sides stay at least that big (much faster for big photos that are normalized afterwards); wide
+    grey images are reduced the same way before they become RGB, so their cost stays near the
+    decoded frame itself.
     Images with a side below ``min_side`` are refused (tracking pixels, placeholders).
     ``result.info["original_size"]`` is the photo's full upright size (even after ``draft_side``);
     ``result.info["plain_jpeg"]`` says whether ``data`` itself is these pixels (an RGB JPEG needing
@@ -95,7 +97,7 @@ def decode_image(data: bytes, max_pixels: int, *, draft_side: int | None = None,
 
     try:
         turned, swapped = _upright(img)
-        out = _to_rgb(turned)
+        out = _to_rgb(turned, reduce_to=draft_side)
     except Exception as exc:
         raise UndecodableImage(f"cannot convert {img.mode} image: {_short(exc)}") from None
     # The photo's real size, upright, also when ``draft_side`` decoded it smaller.
@@ -137,7 +139,7 @@ def _srgb():  # type: ignore[no-untyped-def]
     return _SRGB
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
+def _to_rgb(img: Image.Image, reduce_to: int | None = None) -> Image.Image:
     mode = img.mode
     if mode == "RGB":
         return img
@@ -151,7 +153,9 @@ def _to_rgb(img: Image.Image) -> Image.Image:
                 pass  # a broken profile: fall back to the plain conversion
         return img.convert("RGB")
     if mode.startswith("I;16") or mode in ("I", "F"):
-        return _wide_grey_to_rgb(img)
+        grey = _wide_grey_to_l(img)
+        factor = _reduce_factor(grey.size, reduce_to)
+        return (grey.reduce(factor) if factor > 1 else grey).convert("RGB")
     if mode in ("RGBA", "LA", "PA", "RGBa", "La") or img.has_transparency_data:
         rgba = img.convert("RGBA")
         background = Image.new("RGB", rgba.size, _WHITE)
@@ -160,17 +164,36 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def _wide_grey_to_rgb(img: Image.Image) -> Image.Image:
-    """16-bit ("I;16*"), 32-bit integer ("I") or float ("F") grey to 8-bit RGB, scaled, not clipped
-    (Pillow's own convert clips 16-bit values at 255, which turns most photos white)."""
-    arr = np.asarray(img)
+#: Rows converted at a time from wide grey to 8 bits: bounds the temporary arrays to a few MiB.
+_STRIP_ROWS = 256
+
+
+def _wide_grey_to_l(img: Image.Image) -> Image.Image:
+    """16-bit ("I;16*"), 32-bit integer ("I") or float ("F") grey to 8-bit grey, scaled, not clipped
+    (Pillow's own convert clips 16-bit values at 255, which turns most photos white). Converted in
+    strips of rows: no full-frame wide copy is ever made (a 6000x6600 16-bit PNG would otherwise
+    cost ~760 MiB in int64 temporaries)."""
+    width, height = img.size
+    out = np.empty((height, width), dtype=np.uint8)
+    scale = None
     if img.mode == "F":
-        top = float(np.nanmax(arr)) if arr.size else 1.0
+        top = img.getextrema()[1] if width and height else 1.0
         scale = 255.0 if top <= 1.0 else (255.0 / 65535.0 if top > 255.0 else 1.0)
-        grey = np.clip(np.nan_to_num(arr) * scale, 0, 255).astype(np.uint8)
-    else:
-        grey = (np.clip(arr.astype(np.int64), 0, 65535) >> 8).astype(np.uint8)
-    return Image.fromarray(grey).convert("RGB")
+    for y in range(0, height, _STRIP_ROWS):
+        strip = np.asarray(img.crop((0, y, width, min(height, y + _STRIP_ROWS))))
+        if scale is not None:
+            out[y:y + len(strip)] = np.clip(np.nan_to_num(strip) * scale, 0, 255).astype(np.uint8)
+        else:
+            out[y:y + len(strip)] = (np.clip(strip, 0, 65535) >> 8).astype(np.uint8)
+    return Image.fromarray(out, "L")
+
+
+def _reduce_factor(size: tuple[int, int], keep_side: int | None) -> int:
+    """The largest of 1, 2, 4, 8 that keeps both sides at least ``keep_side`` (JPEG draft's rule)."""
+    factor = 1
+    while keep_side and factor < 8 and min(size) // (factor * 2) >= keep_side:
+        factor *= 2
+    return factor
 
 
 def normalize(img: Image.Image, max_side: int = 512) -> Image.Image:

@@ -30,7 +30,26 @@ def test_compose_runs_one_worker_per_queue_as_declared():
         assert command[:2] == ["celery", "-A"] and command[1:] == spec.worker_args(), name
     assert {"postgres", "redis", "migrate", "beat", "flower", "sandbox", "api"} <= set(services)
     assert "noeviction" in services["redis"]["command"] and "--appendonly" in services["redis"]["command"]
-    assert "${FLOWER_BASIC_AUTH:?" in " ".join(services["flower"]["command"])
+    assert "--maxmemory" in services["redis"]["command"]
+
+
+def test_secrets_stay_out_of_argv_and_ports_bind_to_loopback():
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    flower = services["flower"]
+    assert not any("basic" in part.lower() or "FLOWER_BASIC_AUTH" in part for part in flower["command"])
+    assert flower["environment"]["FLOWER_BASIC_AUTH"].startswith("${FLOWER_BASIC_AUTH:?")
+    for name in ("flower", "api"):
+        for port in services[name]["ports"]:
+            host = port.rsplit(":", 2)[0]
+            assert host.startswith("${") and host.endswith(":-127.0.0.1}"), (name, port)
+    published = [s for s, spec in services.items() if spec.get("ports")]
+    assert sorted(published) == ["api", "flower"]
+    rabbit = compose["configs"]["rabbitmq-conf"]["content"]
+    timeout_ms = int(rabbit.split("consumer_timeout =")[1].split()[0])
+    assert timeout_ms / 1000 > Settings().training_time_limit_s
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {".env", ".git", "autodetect-data/"} <= set(ignored)
     for svc in ("postgres", "redis"):
         assert "healthcheck" in services[svc]
 
