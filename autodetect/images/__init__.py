@@ -1,4 +1,5 @@
-"""Photos: safe download (``fetch``), decode/normalize/hash (``decode``), content-addressed storage
+"""Photos: safe download (``fetch``, guarded by ``address_guard`` and ``pinning``, with ``errors``,
+``retry_policy`` and ``sniff``), decode/normalize/hash (``decode``), content-addressed storage
 (``store``). No Celery and no database here: the download task calls these."""
 
 from autodetect.images.decode import (
@@ -9,17 +10,11 @@ from autodetect.images.decode import (
     normalize,
     perceptual_hash,
 )
-from autodetect.images.fetch import (
-    AllowList,
-    Fetched,
-    Fetcher,
-    FetchError,
-    PermanentFetchError,
-    TransientFetchError,
-    backoff_delay,
-    classify_address,
-    sniff_image_type,
-)
+from autodetect.images.address_guard import AllowList, classify_address
+from autodetect.images.errors import FetchError, PermanentFetchError, TransientFetchError
+from autodetect.images.fetch import Fetched, Fetcher
+from autodetect.images.retry_policy import backoff_delay
+from autodetect.images.sniff import sniff_image_type
 from autodetect.images.store import ImageStore, StoredObject
 
 __all__ = [

@@ -27,17 +27,11 @@ import requests
 from PIL import Image
 
 from autodetect.images.decode import decode_image, normalize, perceptual_hash
-from autodetect.images.fetch import (
-    AllowList,
-    Fetched,
-    Fetcher,
-    PermanentFetchError,
-    TransientFetchError,
-    backoff_delay,
-    classify_address,
-    parse_retry_after,
-    sniff_image_type,
-)
+from autodetect.images.address_guard import AllowList, classify_address
+from autodetect.images.errors import PermanentFetchError, TransientFetchError
+from autodetect.images.fetch import Fetched, Fetcher
+from autodetect.images.retry_policy import backoff_delay, parse_retry_after
+from autodetect.images.sniff import sniff_image_type
 from autodetect.settings import Settings
 
 pytestmark = pytest.mark.timeout(30)
