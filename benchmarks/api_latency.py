@@ -75,7 +75,7 @@ def model_alone(data_dir: Path, photos: list[bytes], repeat: int) -> dict[str, f
     from autodetect.serving.app import _decode_for_model
     from autodetect.db import session_scope
     from autodetect.serving.identify import rank
-    from autodetect.pipeline.inference import ModelProvider
+    from autodetect.model.provider import ModelProvider
     from autodetect.model.runtime import load_image
     from autodetect.settings import Settings
 

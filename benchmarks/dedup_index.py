@@ -1,5 +1,5 @@
 """Near-duplicate index at scale: 1,000,000 perceptual hashes in PostgreSQL, looked up through
-``autodetect.pipeline.dedup.near_candidates`` (multi-index hashing), against a brute-force scan.
+``autodetect.pipeline.near_duplicates.near_candidates`` (multi-index hashing), against a brute-force scan.
 
     python benchmarks/dedup_index.py [--rows 1000000] [--queries 1000] [--threshold N]
                                      [--pg postgresql+psycopg2://postgres:postgres@127.0.0.1:5432/postgres]
@@ -51,7 +51,7 @@ from sqlalchemy.engine import make_url
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from autodetect.db import engine_for, session_scope, upgrade
-from autodetect.pipeline.dedup import (
+from autodetect.pipeline.near_duplicates import (
     find_candidates,
     index_plan,
     near_candidates,

@@ -6,7 +6,7 @@
 In ONE run on this machine:
 
 1. **raw**: the serving model's photos/s at batch ``--batch`` in one process (``ServingModel.predict`` on
-   images in memory), loaded exactly as the worker loads it (``inference.load_serving_model``: the
+   images in memory), loaded exactly as the worker loads it (``provider.load_serving_model``: the
    measured-faster format, one thread per core). InceptionV3 at 224 px with RANDOM weights (no ImageNet
    download here; speed does not depend on the weights), 100 classes, exported to int8 dynamic-range
    LiteRT.
@@ -30,7 +30,7 @@ In ONE run on this machine:
    the model-only limit: raw photos/s divided by the unique photos predicted per listing.
 6. **formats** (``--formats``, default on): LiteRT int8 vs ONNX Runtime (float32, tf2onnx) photos/s at
    the batch size, on the same threads, for inception_v3, mobilenet_v3_small and compact_cnn: the basis
-   of ``inference.MEASURED_FASTEST``.
+   of ``provider.MEASURED_FASTEST``.
 
 Models are built and exported once into ``--work`` (reused by later runs). The machine is shared: read
 the ratios, which are measured within one run. Exit status 1 when a goal is missed.
@@ -144,7 +144,7 @@ def install_version(settings, bundle: Path) -> None:
 
 def serving_model(settings, bundle: Path):
     """The serving model exactly as a worker loads it."""
-    from autodetect.pipeline.inference import load_serving_model
+    from autodetect.model.provider import load_serving_model
 
     return load_serving_model(settings, version_row(bundle, directory=str(bundle.relative_to(settings.data_dir))))
 
@@ -446,7 +446,7 @@ def measure_e2e(args, bundle: Path, work: Path) -> dict:
 
 
 def compare_formats(args, work: Path) -> list[dict]:
-    from autodetect.pipeline.inference import serving_threads
+    from autodetect.model.provider import serving_threads
     from autodetect.model.runtime import ServingModel
     from autodetect.settings import configure
 

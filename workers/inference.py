@@ -19,13 +19,8 @@ from functools import cache
 from celery import signals
 
 from autodetect.db import session_scope
-from autodetect.pipeline.inference import (
-    ModelProvider,
-    ModelUnavailable,
-    predict_images,
-    predict_pending,
-    serving_threads,
-)
+from autodetect.model.provider import ModelProvider, ModelUnavailable, serving_threads
+from autodetect.pipeline.inference import predict_images, predict_pending
 from autodetect.settings import get_settings
 from autodetect.storage import Stage
 from workers.app import app

@@ -174,19 +174,37 @@ def store_page(session: Session, source: str, crawl_no: int, listings: list[Sour
     rows = []
     for ext, item in by_id.items():
         stats.count(item.problems)
-        label = labels[ext]
-        rows.append({
-            "source": source, "external_id": ext, "url": item.url, "title": item.title,
-            "seller_make": item.make, "seller_model": item.model, "year": item.year,
-            "price": item.price, "currency": item.currency, "mileage": item.mileage,
-            "city": item.city, "postal_code": item.postal_code, "country": item.country,
-            "latitude": item.latitude, "longitude": item.longitude, "condition": item.condition,
-            "class_id": class_ids.get(label.class_name) if label.class_name else None,
-            "label_method": label.method, "label_confidence": label.confidence,
-            "label_reason": label.reason[:200], "status": ListingStatus.active.value,
-            "issues": item.problems, "first_seen": now, "last_seen": now, "last_crawl": crawl_no,
-            "ended_at": None, "raw": item.raw,
-        })
+        rows.append(_listing_row(source, crawl_no, item, labels[ext], class_ids, now))
+    ids = _upsert_listings(session, rows)
+    stats.price_changes += _record_price_changes(session, by_id, existing, ids, now)
+    stats.listings += len(by_id)
+    stats.new_listings += len(by_id.keys() - existing.keys())
+    stats.updated_listings += len(by_id.keys() & existing.keys())
+    new_ids = _insert_photos(session, by_id, ids, photos_per_listing, now)
+    stats.new_photos += len(new_ids)
+    return new_ids
+
+
+def _listing_row(source: str, crawl_no: int, item: SourceListing, label: Label, class_ids: dict[str, int],
+                 now: datetime) -> dict[str, Any]:
+    """The ``listings`` row of one record, as seen by crawl ``crawl_no`` at ``now``."""
+    return {
+        "source": source, "external_id": item.external_id, "url": item.url, "title": item.title,
+        "seller_make": item.make, "seller_model": item.model, "year": item.year,
+        "price": item.price, "currency": item.currency, "mileage": item.mileage,
+        "city": item.city, "postal_code": item.postal_code, "country": item.country,
+        "latitude": item.latitude, "longitude": item.longitude, "condition": item.condition,
+        "class_id": class_ids.get(label.class_name) if label.class_name else None,
+        "label_method": label.method, "label_confidence": label.confidence,
+        "label_reason": label.reason[:200], "status": ListingStatus.active.value,
+        "issues": item.problems, "first_seen": now, "last_seen": now, "last_crawl": crawl_no,
+        "ended_at": None, "raw": item.raw,
+    }
+
+
+def _upsert_listings(session: Session, rows: list[dict[str, Any]]) -> dict[str, int]:
+    """Insert or update the rows on (source, external_id), never blanking a stored field or replacing a
+    label with a less confident one; returns their ids by external id."""
     stmt = insert_stmt(session, Listing.__table__)
     excluded = stmt.excluded
     table = Listing.__table__
@@ -198,19 +216,27 @@ def store_page(session: Session, source: str, crawl_no: int, listings: list[Sour
     for c in ("class_id", "label_method", "label_confidence", "label_reason"):
         updates[c] = case((better, getattr(excluded, c)), else_=table.c[c])
     # RETURNING also lets the dialects batch the rows into multi-row INSERTs ("insertmanyvalues").
-    ids = dict(session.execute(stmt.on_conflict_do_update(index_elements=["source", "external_id"], set_=updates)
-                               .returning(table.c.external_id, table.c.id), rows).all())
+    return dict(session.execute(stmt.on_conflict_do_update(index_elements=["source", "external_id"], set_=updates)
+                                .returning(table.c.external_id, table.c.id), rows).all())
+
+
+def _record_price_changes(session: Session, by_id: dict[str, SourceListing], existing: dict[str, tuple],
+                          ids: dict[str, int], now: datetime) -> int:
+    """A price history row for each new listing with a price and each whose price changed; returns how
+    many of them were stored listings whose price changed."""
     changed = [ext for ext, item in by_id.items()
                if item.price is not None and (ext not in existing or existing[ext][1:3] != (item.price, item.currency))]
     if changed:
         session.execute(insert(PriceChange), [  # seen_at is this page's own: no conflict possible
             {"listing_id": ids[ext], "price": by_id[ext].price, "currency": by_id[ext].currency, "seen_at": now}
             for ext in changed])
-    stats.price_changes += sum(1 for ext in changed if ext in existing)
-    stats.listings += len(by_id)
-    stats.new_listings += len(by_id.keys() - existing.keys())
-    stats.updated_listings += len(by_id.keys() & existing.keys())
+    return sum(1 for ext in changed if ext in existing)
 
+
+def _insert_photos(session: Session, by_id: dict[str, SourceListing], ids: dict[str, int], photos_per_listing: int,
+                   now: datetime) -> list[int]:
+    """Rows for the listings' first ``photos_per_listing`` photos, queued for download; returns the ids of
+    those not stored yet."""
     photo_rows = [
         {"listing_id": ids[ext], "position": pos, "url": url, "stage": Stage.download.value,
          "state": "pending", "attempts": 0, "updated_at": now, "label_conflict": False}
@@ -219,12 +245,10 @@ def store_page(session: Session, source: str, crawl_no: int, listings: list[Sour
     ]
     if not photo_rows:
         return []
-    new_ids = session.execute(
+    return list(session.execute(
         insert_stmt(session, Image.__table__).on_conflict_do_nothing(index_elements=["listing_id", "position"])
         .returning(Image.id), photo_rows
-    ).scalars().all()
-    stats.new_photos += len(new_ids)
-    return list(new_ids)
+    ).scalars().all())
 
 
 def _label_page(settings: Settings, source: Source, items: list[SourceListing], budget: CallBudget,

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import bindparam, select, update
 
 from autodetect.db import session_scope
-from autodetect.pipeline.dedup import phash_chunks
+from autodetect.pipeline.near_duplicates import phash_chunks
 from autodetect.images.decode import (
     UndecodableImage,
     decode_image,

@@ -7,209 +7,47 @@ pending, so a message delivered twice, or one whose rows another worker already 
 nothing and returns at once. A partial batch waits at most ``inference_batch_wait_s`` for more rows.
 
 Writing. Predictions are written with ``ON CONFLICT DO NOTHING`` on (image, version) and the rows
-marked ``done`` in one transaction, with the listings' averaged predictions. A photo that already has
-a prediction from the serving version is not run through the model again (a re-tag, a redelivery, a
-sweep of a slow batch). A worker killed mid-batch leaves its rows ``running`` and nothing written; the
-sweeper returns them to ``pending`` after ``stale_after_s`` and another batch predicts them, once.
-A batch that fails with an exception gives its rows back (``pending``) before re-raising.
+marked ``done`` in one transaction, with the listings' averaged predictions (``listing_predictions``).
+A photo that already has a prediction from the serving version is not run through the model again (a
+re-tag, a redelivery, a sweep of a slow batch). A worker killed mid-batch leaves its rows ``running`` and
+nothing written; the sweeper returns them to ``pending`` after ``stale_after_s`` and another batch
+predicts them, once. A batch that fails with an exception gives its rows back (``pending``) before
+re-raising.
 
 Versions. Each prediction carries the version that made it; listing predictions are per version. If
 the active version changes while a batch runs, the batch's predictions are kept (they are that
 version's) but its rows go back to ``pending`` so the new version predicts them too.
 
-This module never imports TensorFlow: the serving model comes from ``autodetect.model.runtime``.
+This module never imports TensorFlow: the serving model comes from ``autodetect.model.provider`` (run
+by ``autodetect.model.runtime``).
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import threading
 import time
-from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sqlalchemy import bindparam, func, select, text, update
-from sqlalchemy.dialects.postgresql import ARRAY, BIGINT
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from autodetect.db import insert_stmt, is_postgres, session_scope
+from autodetect.model.provider import LoadedModel, ModelProvider
+from autodetect.pipeline.listing_predictions import refresh_listing_predictions
 from autodetect.settings import Settings
-from autodetect.storage import (
-    CarClass,
-    Image,
-    Listing,
-    ListingPrediction,
-    ModelVersion,
-    Prediction,
-    Stage,
-    State,
-    VersionStatus,
-    utcnow,
-)
+from autodetect.storage import Image, ModelVersion, Prediction, Stage, State, VersionStatus, utcnow
+
+# re-exported for autodetect.serving until its imports move: LoadedModel and ModelProvider (imported
+# above, and used here too) and load_serving_model (autodetect/serving/identify.py imports it from here)
+from autodetect.model.provider import load_serving_model  # noqa: F401
 
 log = logging.getLogger(__name__)
-
-#: The faster serving runtime per backbone, measured with ``benchmarks/inference_throughput.py``
-#: (photos/s at batch 32, int8 dynamic-range LiteRT vs float32 ONNX Runtime; see benchmarks/RESULTS.md).
-#: Used unless ``serving_format`` is set explicitly (environment or ``configure``). A backbone not
-#: measured gets ``serving_format``'s default. Either way the other format is the fallback when the
-#: bundle lacks the preferred file.
-MEASURED_FASTEST: dict[str, str] = {
-    "inception_v3": "tflite",
-    "mobilenet_v3_small": "tflite",
-    "compact_cnn": "tflite",
-}
-SERVING_FORMATS = ("tflite", "onnx")
-
-#: Namespace of the PostgreSQL advisory locks that serialize listing-prediction refreshes per listing.
-_LISTING_LOCK_NS = 7_340_021
-
-
-# --- the model a worker serves -------------------------------------------------------------------
-@dataclass
-class LoadedModel:
-    version_id: int
-    name: str
-    classes: list[str]
-    image_size: int
-    predict: Callable[[np.ndarray], np.ndarray]
-    format: str = ""
-    backbone: str = ""
-    threads: int = 0
-
-
-def serving_preference(settings: Settings, backbone: str) -> tuple[str, ...]:
-    """The serving formats to try, best first, for a version of ``backbone``."""
-    if "serving_format" in settings.model_fields_set:
-        first = settings.serving_format
-    else:
-        first = MEASURED_FASTEST.get(backbone, settings.serving_format)
-    return (first, *(f for f in SERVING_FORMATS if f != first))
-
-
-def serving_threads(settings: Settings, share: int = 1) -> int:
-    """Threads for one serving model: ``inference_threads``, or else this process's cores divided among
-    the ``share`` processes that run models side by side (a prefork pool's size). LiteRT left to itself
-    runs on ONE thread (measured: half the photos/s of two threads on two cores)."""
-    if settings.inference_threads > 0:
-        return settings.inference_threads
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cpus = os.cpu_count() or 1
-    return max(1, cpus // max(1, share))
-
-
-def load_serving_model(settings: Settings, version: ModelVersion, *, threads: int | None = None) -> LoadedModel:
-    """The serving model of ``version`` (LiteRT or ONNX Runtime, never TensorFlow), on ``threads``
-    threads (default: ``serving_threads``). Raises ``ModelArtifactError`` (or ``ValueError``) with a
-    clear message for a missing or corrupt bundle."""
-    from autodetect.model.bundle import load_serving, read_bundle
-    from autodetect.model.errors import ModelArtifactError
-
-    artifacts = version.artifacts or {}
-    if not artifacts.get("dir"):
-        raise ModelArtifactError(f"model {version.name} has no artifact directory in the registry")
-    directory = settings.data_dir / artifacts["dir"]
-    info = read_bundle(directory)
-    if list(info.classes) != list(version.classes):
-        raise ModelArtifactError(f"{directory}: labels.json lists other classes than the registry's {version.name}")
-    if info.image_size != version.image_size:
-        raise ModelArtifactError(f"{directory}: labels.json says {info.image_size}px, the registry "
-                                 f"{version.image_size}px for {version.name}")
-    threads = threads or serving_threads(settings)
-    serving = load_serving(directory, prefer=serving_preference(settings, version.backbone), num_threads=threads,
-                           max_batch=max(64, settings.inference_batch_size))
-    return LoadedModel(version.id, version.name, list(version.classes), version.image_size, serving.predict,
-                       format=serving.format, backbone=version.backbone, threads=threads)
-
-
-class ModelProvider:
-    """Holds the active version's serving model, loaded lazily once per process (after fork).
-
-    ``get`` is called before every batch: it looks up the active version (one indexed query) and,
-    when a new one was promoted, loads it. If that fails it keeps serving the last good model, says
-    why in ``last_error`` and the log, and tries the broken version again only after
-    ``inference_model_retry_s``. ``for_version`` loads a given (possibly non-active) version for
-    tagging with it, caching one such model besides the active one."""
-
-    def __init__(self, settings: Settings, loader: Callable[[Settings, ModelVersion], LoadedModel] | None = None,
-                 clock: Callable[[], float] = time.monotonic, *, threads: int | None = None):
-        self.settings = settings
-        self.loader = loader or functools.partial(load_serving_model, threads=threads)
-        self.clock = clock
-        self.current: LoadedModel | None = None
-        self.last_error: str | None = None
-        self._failed: dict[int, tuple[float, str]] = {}  # version id -> (when, why)
-        self._other: LoadedModel | None = None
-        self._lock = threading.Lock()
-
-    def get(self, session: Session) -> LoadedModel | None:
-        active = session.execute(
-            select(ModelVersion).where(ModelVersion.status == VersionStatus.active.value)
-        ).scalar_one_or_none()
-        if active is None:
-            return None
-        with self._lock:
-            if self.current is not None and self.current.version_id == active.id:
-                return self.current
-            model = self._load(active)
-            if model is not None:
-                self.current = model
-                log.info("serving model %s (%s, %s on %d threads, %d classes)", model.name, model.backbone,
-                         model.format, model.threads, len(model.classes))
-            return self.current
-
-    def for_version(self, session: Session, version_id: int) -> LoadedModel:
-        """The serving model of ``version_id``; raises ``ModelUnavailable`` when it cannot be loaded."""
-        with self._lock:
-            for model in (self.current, self._other):
-                if model is not None and model.version_id == version_id:
-                    return model
-        version = session.get(ModelVersion, version_id)
-        if version is None:
-            raise ModelUnavailable(f"no model version {version_id}")
-        if version.status == VersionStatus.active.value:
-            model = self.get(session)
-            if model is not None and model.version_id == version_id:
-                return model
-            raise ModelUnavailable(self.last_error or f"cannot load model {version.name}")
-        with self._lock:
-            model = self._load(version)
-            if model is None:
-                raise ModelUnavailable(self._failed[version.id][1])
-            self._other = model
-            return model
-
-    def is_broken(self, version_id: int) -> bool:
-        """Whether loading ``version_id`` failed recently (so the last good model stands in for it)."""
-        failed = self._failed.get(version_id)
-        return failed is not None and self.clock() - failed[0] < self.settings.inference_model_retry_s
-
-    def _load(self, version: ModelVersion) -> LoadedModel | None:
-        if self.is_broken(version.id):
-            return None
-        try:
-            model = self.loader(self.settings, version)
-        except Exception as exc:  # noqa: BLE001 - any broken artifact: keep the last good model
-            why = f"cannot load model {version.name}: {exc}"
-            self._failed[version.id] = (self.clock(), why)
-            self.last_error = why
-            log.error("%s; still serving %s", why, self.current.name if self.current else "nothing")
-            return None
-        self._failed.pop(version.id, None)
-        self.last_error = None
-        return model
-
-
-class ModelUnavailable(Exception):
-    pass
 
 
 # --- claiming and predicting ---------------------------------------------------------------------
@@ -531,74 +369,3 @@ def _write(settings: Settings, provider: ModelProvider | None, batch: _Batch, pr
     if failures:
         log.warning("%d of %d photos failed: %s", len(failures), len(batch.ids), failures[0][1])
     return result
-
-
-# --- listing-level answers -----------------------------------------------------------------------
-def _lock_listings(session: Session, listing_ids: Sequence[int]) -> None:
-    """On PostgreSQL, serialize refreshes of the same listing (two workers predicting two photos of
-    one listing would otherwise each average without the other's photo). Locks are taken in id
-    order and released at commit; they do not block anything but another refresh of the listing."""
-    if is_postgres(session) and listing_ids:
-        session.execute(
-            text("SELECT count(pg_advisory_xact_lock(:ns, (x % 2147483647)::int)) "
-                 "FROM (SELECT unnest(:ids) AS x ORDER BY 1) AS ordered")
-            .bindparams(bindparam("ids", type_=ARRAY(BIGINT))),
-            {"ns": _LISTING_LOCK_NS, "ids": sorted(int(i) for i in listing_ids)})
-
-
-def refresh_listing_predictions(session: Session, listing_ids: Sequence[int], settings: Settings,
-                                version_id: int | None = None) -> int:
-    """Average the predictions of each listing's unique photos (a duplicate counts with its original's
-    prediction, once per listing) into the listing's prediction for that model version, and flag a
-    mismatch when the averaged top class confidently (>= ``mismatch_confidence``) disagrees with the
-    seller's label. Each photo contributes its stored top-k; a class outside a photo's top-k counts 0
-    for that photo."""
-    if not listing_ids:
-        return 0
-    if version_id is None:
-        version_id = session.execute(select(ModelVersion.id).where(
-            ModelVersion.status == VersionStatus.active.value)).scalar_one_or_none()
-        if version_id is None:
-            return 0
-    listing_ids = sorted(set(listing_ids))
-    _lock_listings(session, listing_ids)
-    # Two index lookups (photos by listing, then predictions by (photo, version)) rather than one
-    # join on an expression, which the planner may answer by scanning every prediction.
-    photos = session.execute(
-        select(Image.listing_id, func.coalesce(Image.duplicate_of_id, Image.id))
-        .where(Image.listing_id.in_(listing_ids), Image.state != State.failed.value)
-    ).all()
-    sources = sorted({source for _, source in photos})
-    tops = dict(session.execute(select(Prediction.image_id, Prediction.topk).where(
-        Prediction.image_id.in_(sources), Prediction.model_version_id == version_id)).all()) if sources else {}
-    per_listing: dict[int, dict[int, list]] = defaultdict(dict)
-    for listing_id, source in photos:
-        if source in tops:
-            per_listing[listing_id][source] = tops[source]
-    labels = dict(session.execute(
-        select(Listing.id, Listing.class_id).where(Listing.id.in_(list(per_listing)))).all())
-    class_names = dict(session.execute(
-        select(CarClass.id, CarClass.name).where(CarClass.id.in_([c for c in labels.values() if c]))).all())
-    now = utcnow()
-    values = []
-    for listing_id, tops in per_listing.items():
-        scores: dict[str, float] = defaultdict(float)
-        for top in tops.values():
-            for name, p in top:
-                scores[name] += p / len(tops)
-        ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[: settings.top_k]
-        best, best_p = ranked[0]
-        label = class_names.get(labels.get(listing_id))
-        values.append({
-            "listing_id": listing_id, "model_version_id": version_id, "top_class": best,
-            "top_probability": round(best_p, 6), "topk": [[n, round(p, 6)] for n, p in ranked],
-            "photos": len(tops), "updated_at": now,
-            "mismatch": bool(label and label != best and best_p >= settings.mismatch_confidence),
-        })
-    if values:
-        stmt = insert_stmt(session, ListingPrediction.__table__)
-        session.execute(stmt.on_conflict_do_update(
-            index_elements=["listing_id", "model_version_id"],
-            set_={c: getattr(stmt.excluded, c) for c in ("top_class", "top_probability", "topk", "photos",
-                                                         "mismatch", "updated_at")}), values)
-    return len(values)

@@ -147,7 +147,8 @@ def _missing_ids(session: Session, mode: Mode, version_id: int, id_range: tuple[
 def tag_here(settings: Settings, plan: TaggingPlan, provider=None) -> Iterator:
     """Do the queued work in this process, one batch per step (the embedded default has no separate
     workers; tests). Yields each ``inference.BatchResult``; stops when nothing is left."""
-    from autodetect.pipeline.inference import ModelProvider, predict_batch, predict_images
+    from autodetect.model.provider import ModelProvider
+    from autodetect.pipeline.inference import predict_batch, predict_images
 
     provider = provider or ModelProvider(settings)
     if plan.active:

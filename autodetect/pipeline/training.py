@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, aliased
 
 from autodetect.model import registry
 from autodetect.db import session_scope
-from autodetect.model.split import Sample, select_classes, split_samples
+from autodetect.model.split import Sample, Split, select_classes, split_samples
 from autodetect.pipeline.dispatch import Dispatch
 from autodetect.settings import Settings
 from autodetect.storage import (
@@ -182,10 +182,7 @@ class NotEnoughData(Exception):
 
 def _train_and_register(settings: Settings, run_id: int, samples: list[Sample], params: dict[str, Any],
                         progress: Callable[[dict], None] | None) -> dict[str, Any]:
-    from autodetect.model.bundle import load_serving, save_labels
-    from autodetect.model.evaluate import evaluate, plot_confusion
-    from autodetect.model.export import export_tflite
-    from autodetect.model.train import train
+    from autodetect.model.train import train  # TensorFlow: loaded first, before the run's clock starts
 
     min_photos = int(params.get("min_photos", settings.min_photos_per_class))
     kept, dropped = select_classes(samples, min_photos)
@@ -200,25 +197,8 @@ def _train_and_register(settings: Settings, run_id: int, samples: list[Sample], 
         shutil.rmtree(out)  # a half-written directory from an interrupted run
     out.mkdir(parents=True)
     started = time.perf_counter()
-    result = train(split.train, split.val, split.classes, config, out, progress=progress)
-    export_tflite(result.keras_path, out / "model.tflite")
-    save_labels(out, split.classes, backbone=config.backbone, image_size=config.image_size)
-    serving = load_serving(out, prefer=("tflite",))
-    evaluation = evaluate(serving.predict, split.test, split.classes, image_size=config.image_size)
-    plot_confusion(evaluation, split.classes, out / "confusion.png", title=f"{name}: held-out test listings")
-    metrics = evaluation.to_dict()
-    metrics.update(train_images_per_s=round(result.train_images_per_s, 1), train_seconds=round(result.seconds, 1),
-                   epochs=result.epochs_run)
+    metrics = _train_candidate(train, split, config, name, out, progress)
     with session_scope(settings) as s:
-        active = registry.active_version(s)
-        incumbent = None
-        if active is not None:
-            try:
-                model = load_serving(settings.data_dir / active.artifacts["dir"])
-                incumbent = evaluate(model.predict, split.test, list(active.classes),
-                                     image_size=active.image_size).to_dict()
-            except Exception as exc:  # noqa: BLE001 - a broken incumbent loses to any working candidate
-                log.warning("cannot evaluate the active version %s: %s", active.name, exc)
         version = ModelVersion(
             name=name, backbone=config.backbone, image_size=config.image_size, classes=split.classes,
             metrics=metrics, status=VersionStatus.candidate.value,
@@ -228,18 +208,61 @@ def _train_and_register(settings: Settings, run_id: int, samples: list[Sample], 
             artifacts={"dir": str(out.relative_to(settings.data_dir)), "keras": "model.keras", "tflite": "model.tflite",
                        "confusion": "confusion.png"},
         )
-        s.add(version)
-        s.flush()
-        promoted = registry.is_better(metrics, incumbent)
-        if promoted:
-            registry.promote(s, version)
-        else:
-            version.status = VersionStatus.rejected.value
-        decision = {"promoted": promoted, "candidate": {k: metrics.get(k) for k in ("top1", "top3", "mean_per_class")},
-                    "incumbent": incumbent and {k: incumbent.get(k) for k in ("top1", "top3", "mean_per_class")},
-                    "incumbent_name": active.name if active else None}
-        s.execute(update(TrainingRun).where(TrainingRun.id == run_id).values(
-            state="done", finished_at=utcnow(), model_version_id=version.id, outcome=decision))
+        decision = _register(s, settings, run_id, version, split)
     log.info("trained %s in %.0fs: top-1 %.3f top-3 %.3f -> %s", name, time.perf_counter() - started,
-             metrics.get("top1", 0), metrics.get("top3", 0), "promoted" if promoted else "kept the incumbent")
+             metrics.get("top1", 0), metrics.get("top3", 0), "promoted" if decision["promoted"] else "kept the incumbent")
     return {"version_id": version.id, "version": name, "metrics": metrics, **decision}
+
+
+def _train_candidate(train: Callable, split: Split, config, name: str, out: Path,
+                     progress: Callable[[dict], None] | None) -> dict[str, Any]:
+    """Train a candidate into ``out`` and export it (LiteRT, labels, confusion plot); its metrics on the
+    held-out test listings, with the training's speed and length."""
+    from autodetect.model.bundle import load_serving, save_labels
+    from autodetect.model.evaluate import evaluate, plot_confusion
+    from autodetect.model.export import export_tflite
+
+    result = train(split.train, split.val, split.classes, config, out, progress=progress)
+    export_tflite(result.keras_path, out / "model.tflite")
+    save_labels(out, split.classes, backbone=config.backbone, image_size=config.image_size)
+    serving = load_serving(out, prefer=("tflite",))
+    evaluation = evaluate(serving.predict, split.test, split.classes, image_size=config.image_size)
+    plot_confusion(evaluation, split.classes, out / "confusion.png", title=f"{name}: held-out test listings")
+    metrics = evaluation.to_dict()
+    metrics.update(train_images_per_s=round(result.train_images_per_s, 1), train_seconds=round(result.seconds, 1),
+                   epochs=result.epochs_run)
+    return metrics
+
+
+def _register(session: Session, settings: Settings, run_id: int, version: ModelVersion, split: Split) -> dict[str, Any]:
+    """Register the candidate ``version``, promote it if it matches or beats the active version on the same
+    test set (else it is rejected), and record the run's outcome; returns the decision."""
+    metrics = version.metrics
+    active = registry.active_version(session)
+    incumbent = _incumbent_metrics(settings, active, split) if active is not None else None
+    session.add(version)
+    session.flush()
+    promoted = registry.is_better(metrics, incumbent)
+    if promoted:
+        registry.promote(session, version)
+    else:
+        version.status = VersionStatus.rejected.value
+    decision = {"promoted": promoted, "candidate": {k: metrics.get(k) for k in ("top1", "top3", "mean_per_class")},
+                "incumbent": incumbent and {k: incumbent.get(k) for k in ("top1", "top3", "mean_per_class")},
+                "incumbent_name": active.name if active else None}
+    session.execute(update(TrainingRun).where(TrainingRun.id == run_id).values(
+        state="done", finished_at=utcnow(), model_version_id=version.id, outcome=decision))
+    return decision
+
+
+def _incumbent_metrics(settings: Settings, active: ModelVersion, split: Split) -> dict[str, Any] | None:
+    """The active version's metrics on the candidate's test set; None when it cannot be evaluated."""
+    from autodetect.model.bundle import load_serving
+    from autodetect.model.evaluate import evaluate
+
+    try:
+        model = load_serving(settings.data_dir / active.artifacts["dir"])
+        return evaluate(model.predict, split.test, list(active.classes), image_size=active.image_size).to_dict()
+    except Exception as exc:  # noqa: BLE001 - a broken incumbent loses to any working candidate
+        log.warning("cannot evaluate the active version %s: %s", active.name, exc)
+        return None

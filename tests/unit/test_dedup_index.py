@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import insert
 
 from autodetect.db import session_scope, upgrade
-from autodetect.pipeline.dedup import CHUNKS, chunk_neighbours, near_candidates, phash_chunks
+from autodetect.pipeline.near_duplicates import CHUNKS, chunk_neighbours, near_candidates, phash_chunks
 from autodetect.images.decode import hamming, to_signed64
 from autodetect.settings import configure
 from autodetect.storage import Image, Listing

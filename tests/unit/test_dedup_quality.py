@@ -43,15 +43,14 @@ from PIL import Image as PILImage
 from sqlalchemy import create_engine, insert, select, text
 
 from autodetect.db import session_scope, upgrade
-from autodetect.pipeline.dedup import (
-    Thumb,
-    dedup_image,
+from autodetect.images.alignment import Thumb, residual
+from autodetect.pipeline.dedup import dedup_image
+from autodetect.pipeline.near_duplicates import (
     find_candidates,
     index_plan,
     near_candidates,
     phash_chunks,
     probe_hashes,
-    residual,
 )
 from autodetect.pipeline.download import download_images
 from autodetect.images.decode import (

@@ -12,14 +12,12 @@ import pytest
 from sqlalchemy import func, select, update
 
 from autodetect.db import session_scope, upgrade
+from autodetect.model.provider import MEASURED_FASTEST, ModelProvider, serving_preference
 from autodetect.pipeline.inference import (
-    MEASURED_FASTEST,
-    ModelProvider,
     claim,
     claim_batch,
     predict_batch,
     predict_pending,
-    serving_preference,
 )
 from autodetect.model.bundle import save_labels
 from autodetect.model.registry import find_version, promote
@@ -371,7 +369,7 @@ def test_a_pipeline_that_fails_gives_back_what_it_did_not_write(settings, photos
 
 
 def test_serving_threads_share_the_cores(tmp_path, monkeypatch):
-    from autodetect.pipeline.inference import serving_threads
+    from autodetect.model.provider import serving_threads
 
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(8)))
     assert serving_threads(configure(data_dir=tmp_path)) == 8, "LiteRT alone would take one thread"

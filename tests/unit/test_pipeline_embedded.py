@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 
 from autodetect.db import session_scope
 from autodetect.pipeline.discovery import crawl
-from autodetect.pipeline.inference import ModelProvider
+from autodetect.model.provider import ModelProvider
 from autodetect.sources import open_source
 from autodetect.storage import Image, Listing, ListingPrediction, ModelVersion, Prediction, TrainingCheck
 from autodetect.pipeline.sweeper import sweep

@@ -12,7 +12,7 @@ from sqlalchemy import func, select, update
 
 from autodetect.cli.views import follow_tagging
 from autodetect.db import session_scope, upgrade
-from autodetect.pipeline.inference import ModelProvider
+from autodetect.model.provider import ModelProvider
 from autodetect.settings import configure
 from autodetect.storage import Image, ListingPrediction, Prediction
 from autodetect.pipeline.tagging import (
