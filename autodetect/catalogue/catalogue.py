@@ -39,78 +39,14 @@ import csv
 import functools
 import json
 import re
-import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from autodetect.catalogue.tokens import YEAR, key_of, tokenize
+
+__all__ = ["DATA_DIR", "CarClass", "Catalogue", "Entry", "build", "class_names", "key_of", "load", "tokenize"]
+
 DATA_DIR = Path(__file__).resolve().parent / "data"
-
-_DECIMAL = re.compile(r"(?<=\d)\.(?=\d)")
-_NON_ALNUM = re.compile(r"[^a-z0-9\x00]+")
-_YEAR_LIKE = re.compile(r"(19[0-9]{2}|20[0-3][0-9])")
-#: Units after a number: "6-speed", "4 door", "7 seats", "1 owner", "3rd row" are never a model.
-_UNITS = frozenset("""speed speeds spd sp door doors dr cyl cylinder cylinders passenger passengers pass seat seats
-seater owner owners valve mpg k km miles mi mile inch ft wd wb hp kw kwh ah ton tons gal litre liter row st nd rd th
-cc bhp ps yr years year gear""".split())
-_ATTACHED_UNIT = re.compile(r"^\d+(?:speed|spd|door|dr|cyl|mpg|k|km|hp|kw|kwh|ah|wd|st|nd|rd|th|x\d|owner|valve)$")
-
-
-def _strip_accents(text: str) -> str:
-    if text.isascii():
-        return text
-    text = unicodedata.normalize("NFKD", text)
-    return "".join(c for c in text if not unicodedata.combining(c))
-
-
-@functools.lru_cache(maxsize=65536)
-def _tokenize(text: str) -> tuple[str, ...]:
-    return tuple(_tokenize_uncached(text))
-
-
-def tokenize(text: str | None) -> list[str]:
-    """Lower-case, accent-free alphanumeric tokens (see ``_tokenize_uncached``); cached per string."""
-    return list(_tokenize(text)) if text else []
-
-
-def _tokenize_uncached(text: str | None) -> list[str]:
-    """Lower-case, accent-free alphanumeric tokens; decimal numbers ("2.0", "5.7") stay one token.
-
-    Hyphens, slashes and other punctuation separate tokens; apostrophes vanish ("cee'd" -> "ceed");
-    "&" becomes "and". Numbers followed by a unit ("6-speed", "4 dr", "1 owner") are dropped.
-    """
-    if not text:
-        return []
-    text = _strip_accents(text).lower()
-    if "&" in text:
-        text = text.replace("&", " and ")
-    if "'" in text or "\u2019" in text or "ß" in text:
-        text = text.replace("'", "").replace("\u2019", "").replace("ß", "ss")
-    if "." in text:
-        text = _DECIMAL.sub("\x00", text)
-        raw = _NON_ALNUM.sub(" ", text).replace("\x00", ".").split()
-    else:
-        raw = _NON_ALNUM.sub(" ", text).split()
-    out: list[str] = []
-    skip = False
-    last = len(raw) - 1
-    for i, t in enumerate(raw):
-        if skip:
-            skip = False
-            continue
-        if t[0].isdigit():
-            if t.isdigit():
-                if i < last and raw[i + 1] in _UNITS:
-                    skip = True
-                    continue
-            elif _ATTACHED_UNIT.match(t):
-                continue
-        out.append(t)
-    return out
-
-
-def key_of(text: str) -> str:
-    """The lookup key of a name: its tokens concatenated ("Mercedes-Benz" -> "mercedesbenz")."""
-    return "".join(tokenize(text))
 
 
 @dataclass(frozen=True)
@@ -173,6 +109,11 @@ class Catalogue:
         return Entry(frozenset([target]))
 
 
+#: make -> key -> the classes that name may mean (collected while classes are made, indexed at the end)
+_Aliases = dict[str, dict[str, set[str]]]
+_MakeKeys = dict[str, tuple[tuple[str, tuple[str, ...]], ...]]
+
+
 def _class_name(make: str, model: str) -> str:
     return f"{make} {model}"
 
@@ -184,6 +125,7 @@ def _load_vpic(path: Path) -> list[dict]:
 
 
 def build(data_dir: Path = DATA_DIR) -> Catalogue:
+    """The catalogue from the data files: classes and their names first, then the lookup indexes."""
     cur = json.loads((data_dir / "curated.json").read_text(encoding="utf-8"))
     rows = _load_vpic(data_dir / "vpic_models.csv")
     families: dict[str, dict[str, dict]] = cur.get("families", {})
@@ -191,27 +133,63 @@ def build(data_dir: Path = DATA_DIR) -> Catalogue:
     not_global = {key_of(w) for w in cur.get("not_global", [])}
 
     classes: dict[str, CarClass] = {}
-    aliases: dict[str, dict[str, set[str]]] = {}  # make -> key -> classes
+    aliases: _Aliases = {}
+    _add_vpic_classes(rows, families, classes, aliases)
+    _add_curated_classes(cur.get("extra_models", {}), classes, aliases)
+    _add_family_classes(families, classes, aliases)
+    _add_klasse_aliases(classes, aliases)
+    makes = tuple(sorted({c.make for c in classes.values()} | set(cur.get("makes", {}))))
 
-    def add_alias(make: str, text: str, cls: str) -> None:
-        k = key_of(text)
-        if k:
-            aliases.setdefault(make, {}).setdefault(k, set()).add(cls)
+    model_index = _model_index(aliases, weak_keys)
+    _add_ambiguous_aliases(model_index, cur.get("ambiguous", {}), classes, families, weak_keys)
+    for make, keys in cur.get("blocked", {}).items():
+        for k in keys:
+            model_index.setdefault(make, {})[key_of(k)] = Entry(frozenset(), blocked=True)
+    patterns = _patterns(makes, families, cur.get("base_patterns", {}))
+    make_keys = _make_keys(makes, cur)
+    max_ngram = max(len(tokenize(a)) for a in list(makes) + [a for v in cur.get("makes", {}).values() for a in v])
+    global_index = _global_index(model_index, not_global)
 
-    def family_target(make: str, fam_model: str, spec: dict) -> tuple[str, str]:
-        if "target" in spec:
-            tm, tmod = spec["target"].split("|", 1)
-            return tm, tmod
-        return make, fam_model
+    key_prefixes = {make: _prefixes(idx) for make, idx in model_index.items()}
+    key_prefixes[""] = _prefixes(global_index)
+    return Catalogue(classes, makes, make_keys, model_index, patterns, global_index,
+                     _fuzzy_model_keys(model_index), sorted(k for k in make_keys if len(k) >= 4), max_ngram,
+                     key_prefixes, _prefixes(make_keys))
 
+
+def _add_alias(aliases: _Aliases, make: str, text: str, cls: str) -> None:
+    k = key_of(text)
+    if k:
+        aliases.setdefault(make, {}).setdefault(k, set()).add(cls)
+
+
+def _family_target(make: str, fam_model: str, spec: dict) -> tuple[str, str]:
+    """The (make, model) a family's class has: its own, or a "target" of another make ("Dodge Ram" -> Ram)."""
+    if "target" in spec:
+        tm, tmod = spec["target"].split("|", 1)
+        return tm, tmod
+    return make, fam_model
+
+
+def _target_name(families: dict, make: str, model: str) -> str:
+    return _class_name(*_family_target(make, model, families.get(make, {}).get(model, {})))
+
+
+def _absorbers(families: dict[str, dict[str, dict]]) -> dict[str, list[tuple[re.Pattern, str, str]]]:
+    """Per make, the families that absorb vPIC models: (pattern over the vPIC model, target make, model)."""
     absorbers: dict[str, list[tuple[re.Pattern, str, str]]] = {}
     for make, fams in families.items():
         for fam_model, spec in fams.items():
             if "absorb" in spec:
-                tm, tmod = family_target(make, fam_model, spec)
+                tm, tmod = _family_target(make, fam_model, spec)
                 absorbers.setdefault(make, []).append((re.compile(spec["absorb"], re.I), tm, tmod))
+    return absorbers
 
-    # 1. vPIC models, merged into families where a family absorbs them
+
+def _add_vpic_classes(rows: list[dict], families: dict[str, dict[str, dict]], classes: dict[str, CarClass],
+                      aliases: _Aliases) -> None:
+    """Step 1: vPIC models, merged into families where a family absorbs them."""
+    absorbers = _absorbers(families)
     merged: dict[str, dict] = {}
     for r in rows:
         make, model = r["make"], r["model"]
@@ -228,76 +206,90 @@ def build(data_dir: Path = DATA_DIR) -> Catalogue:
         m["ymin"] = min(m["ymin"], int(r["year_min"] or 9999))
         m["ymax"] = max(m["ymax"], int(r["year_max"] or 0))
         m["kinds"][r["kind"]] = m["kinds"].get(r["kind"], 0) + 1
-        add_alias(make, model, name)
-        add_alias(make, r["vpic_model"], name)
+        _add_alias(aliases, make, model, name)
+        _add_alias(aliases, make, r["vpic_model"], name)
         if target[0] != make:  # cross-make family: the target make knows the name too
-            add_alias(target[0], target[1], name)
+            _add_alias(aliases, target[0], target[1], name)
     for name, m in merged.items():
         source = "vpic" if m["direct"] else "family"
         classes[name] = CarClass(name, m["make"], m["model"], source, tuple(m["vpic"]),
                                  m["ymin"] if m["ymin"] < 9999 else None, m["ymax"] or None,
                                  max(m["kinds"], key=m["kinds"].get))
 
-    # 2. curated (non-vPIC) models
-    for make, models in cur.get("extra_models", {}).items():
+
+def _add_curated_classes(extra_models: dict[str, list[str]], classes: dict[str, CarClass],
+                         aliases: _Aliases) -> None:
+    """Step 2: curated (non-vPIC) models."""
+    for make, models in extra_models.items():
         for model in models:
             name = _class_name(make, model)
             if name not in classes:
                 classes[name] = CarClass(name, make, model, "curated")
-            add_alias(make, model, name)
+            _add_alias(aliases, make, model, name)
 
-    # 3. families: create the family classes that vPIC did not already give, then their aliases
+
+def _add_family_classes(families: dict[str, dict[str, dict]], classes: dict[str, CarClass],
+                        aliases: _Aliases) -> None:
+    """Step 3: the family classes that vPIC did not already give, then every family's aliases."""
     for make, fams in families.items():
         for fam_model, spec in fams.items():
-            tm, tmod = family_target(make, fam_model, spec)
+            tm, tmod = _family_target(make, fam_model, spec)
             name = _class_name(tm, tmod)
             if name not in classes:
                 classes[name] = CarClass(name, tm, tmod, "family")
-            add_alias(make, fam_model, name)
+            _add_alias(aliases, make, fam_model, name)
             for a in spec.get("aliases", ()):
-                add_alias(make, a, name)
+                _add_alias(aliases, make, a, name)
 
-    # 4. automatic aliases: Mercedes "X-Class" is also "X-Klasse"; a model spelled with its make ("Mazda3")
+
+def _add_klasse_aliases(classes: dict[str, CarClass], aliases: _Aliases) -> None:
+    """Step 4, automatic aliases: Mercedes "X-Class" is also "X-Klasse" and "X Class"."""
     for c in list(classes.values()):
         m = re.fullmatch(r"([A-Z]+)-Class(.*)", c.model)
         if m:
-            add_alias(c.make, f"{m.group(1)}-Klasse{m.group(2)}", c.name)
-            add_alias(c.make, f"{m.group(1)} Class{m.group(2)}", c.name)
+            _add_alias(aliases, c.make, f"{m.group(1)}-Klasse{m.group(2)}", c.name)
+            _add_alias(aliases, c.make, f"{m.group(1)} Class{m.group(2)}", c.name)
 
-    makes = tuple(sorted({c.make for c in classes.values()} | set(cur.get("makes", {}))))
 
-    # 5. per-make index: key -> Entry (collisions within a make become ambiguous)
+def _model_index(aliases: _Aliases, weak_keys: set[str]) -> dict[str, dict[str, Entry]]:
+    """Step 5, the per-make index: key -> Entry (collisions within a make become ambiguous)."""
     model_index: dict[str, dict[str, Entry]] = {}
     for make, keys in aliases.items():
         idx = model_index.setdefault(make, {})
         for k, cls in keys.items():
-            weak = k in weak_keys or (k.isdigit() and (len(k) <= 2 or bool(_YEAR_LIKE.fullmatch(k))))
+            weak = k in weak_keys or (k.isdigit() and (len(k) <= 2 or bool(YEAR.fullmatch(k))))
             idx[k] = Entry(frozenset(cls), None, weak)
-    for make, amb in cur.get("ambiguous", {}).items():
+    return model_index
+
+
+def _add_ambiguous_aliases(model_index: dict[str, dict[str, Entry]], ambiguous: dict[str, dict[str, dict]],
+                           classes: dict[str, CarClass], families: dict, weak_keys: set[str]) -> None:
+    """Curated aliases that may mean several classes ("Silverado"), with the default to pick."""
+    def class_of(make: str, model: str) -> str:
+        return _class_name(make, model) if _class_name(make, model) in classes else _target_name(families, make, model)
+
+    for make, amb in ambiguous.items():
         idx = model_index.setdefault(make, {})
         for alias, spec in amb.items():
-            targets = frozenset(_class_name(make, m) if _class_name(make, m) in classes else _target_name(families, make, m)
-                                for m in spec["models"])
+            targets = frozenset(class_of(make, m) for m in spec["models"])
             missing = [t for t in targets if t not in classes]
             if missing:
                 raise ValueError(f"curated ambiguous alias {make}/{alias} names unknown classes {missing}")
             default = spec.get("default")
-            default = (_class_name(make, default) if _class_name(make, default) in classes
-                       else _target_name(families, make, default)) if default else None
+            default = class_of(make, default) if default else None
             idx[key_of(alias)] = Entry(targets, default, key_of(alias) in weak_keys,
                                        frozenset(key_of(w) for w in spec.get("not_with", ())))
-    for make, keys in cur.get("blocked", {}).items():
-        for k in keys:
-            model_index.setdefault(make, {})[key_of(k)] = Entry(frozenset(), blocked=True)
 
-    # 6. patterns (model codes), one alternation per make; group i -> (target class or "base:<group>")
+
+def _patterns(makes: tuple[str, ...], families: dict[str, dict[str, dict]], base_specs: dict[str, list[str]]
+              ) -> dict[str, tuple[re.Pattern, tuple[tuple[str, str | None], ...]]]:
+    """Step 6, model codes: one alternation per make; group i -> (target class or "base:<group>")."""
     patterns: dict[str, tuple[re.Pattern, tuple[tuple[str, str | None], ...]]] = {}
-    base_specs = cur.get("base_patterns", {})
     for make in makes:
         alts: list[str] = []
         targets: list[tuple[str, str | None]] = []
         for fam_model, spec in families.get(make, {}).items():
-            tm, tmod = family_target(make, fam_model, spec)
+            tm, tmod = _family_target(make, fam_model, spec)
             for p in spec.get("patterns", ()):
                 alts.append(f"(?P<p{len(targets)}>{p})")
                 targets.append((_class_name(tm, tmod), p))
@@ -307,8 +299,11 @@ def build(data_dir: Path = DATA_DIR) -> Catalogue:
             targets.append((f"base:b{len(targets)}", p))
         if alts:
             patterns[make] = (re.compile("|".join(alts)), tuple(targets))
+    return patterns
 
-    # 7. make keys
+
+def _make_keys(makes: tuple[str, ...], cur: dict) -> _MakeKeys:
+    """Step 7: make names and aliases -> (make, model-prefix tokens) ("Range Rover" -> Land Rover, "range rover")."""
     make_keys: dict[str, list[tuple[str, tuple[str, ...]]]] = {}
 
     def add_make(text: str, make: str, prefix: tuple[str, ...] = ()) -> None:
@@ -324,9 +319,11 @@ def build(data_dir: Path = DATA_DIR) -> Catalogue:
         add_make(alias, make, tuple(tokenize(prefix)))
     for alias, ms in cur.get("ambiguous_make_aliases", {}).items():
         make_keys[key_of(alias)] = [(m, ()) for m in ms]
-    max_ngram = max(len(tokenize(a)) for a in list(makes) + [a for v in cur.get("makes", {}).values() for a in v])
+    return {k: tuple(v) for k, v in make_keys.items()}
 
-    # 8. global index: distinctive model names alone identify the make ("Camry", "F-150", "Silverado 1500")
+
+def _global_index(model_index: dict[str, dict[str, Entry]], not_global: set[str]) -> dict[str, frozenset[str]]:
+    """Step 8: distinctive model names alone identify the make ("Camry", "F-150", "Silverado 1500")."""
     glob: dict[str, set[str]] = {}
     for make, idx in model_index.items():
         for k, e in idx.items():
@@ -337,27 +334,20 @@ def build(data_dir: Path = DATA_DIR) -> Catalogue:
             glob.setdefault(k, set()).update(e.classes if len(e.classes) == 1 else ())
             if len(e.classes) > 1 and e.default:
                 glob.setdefault(k, set()).add(e.default)
-    global_index = {k: frozenset(v) for k, v in glob.items() if v}
-
-    fuzzy_model_keys = {make: sorted(k for k, e in idx.items()
-                                     if len(k) >= 4 and not e.weak and not e.blocked and not k.isdigit()
-                                     and re.search("[a-z]{3}", k))
-                        for make, idx in model_index.items()}
-    fuzzy_make_keys = sorted(k for k in make_keys if len(k) >= 4)
-    key_prefixes = {make: frozenset(k[:i] for k in idx for i in range(1, len(k) + 1))
-                    for make, idx in model_index.items()}
-    key_prefixes[""] = frozenset(k[:i] for k in global_index for i in range(1, len(k) + 1))
-    make_prefixes = frozenset(k[:i] for k in make_keys for i in range(1, len(k) + 1))
-    return Catalogue(classes, makes, {k: tuple(v) for k, v in make_keys.items()}, model_index, patterns,
-                     global_index, fuzzy_model_keys, fuzzy_make_keys, max_ngram, key_prefixes, make_prefixes)
+    return {k: frozenset(v) for k, v in glob.items() if v}
 
 
-def _target_name(families: dict, make: str, model: str) -> str:
-    spec = families.get(make, {}).get(model, {})
-    if "target" in spec:
-        tm, tmod = spec["target"].split("|", 1)
-        return _class_name(tm, tmod)
-    return _class_name(make, model)
+def _fuzzy_model_keys(model_index: dict[str, dict[str, Entry]]) -> dict[str, list[str]]:
+    """Per make, the model keys a misspelling may be matched to (no weak, blocked or number-only keys)."""
+    return {make: sorted(k for k, e in idx.items()
+                         if len(k) >= 4 and not e.weak and not e.blocked and not k.isdigit()
+                         and re.search("[a-z]{3}", k))
+            for make, idx in model_index.items()}
+
+
+def _prefixes(keys) -> frozenset[str]:
+    """Every string prefix of every key: a token that is not one cannot start a name."""
+    return frozenset(k[:i] for k in keys for i in range(1, len(k) + 1))
 
 
 @functools.lru_cache(maxsize=1)

@@ -7,7 +7,7 @@ from autodetect.sources.base import (
     Source,
     SourceError,
     SourceListing,
-    open_source,
 )
+from autodetect.sources.factory import open_source
 
 __all__ = ["BudgetExhausted", "CallBudget", "Page", "Source", "SourceError", "SourceListing", "open_source"]

@@ -9,8 +9,6 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
-from autodetect.settings import Settings
-
 
 @dataclass
 class SourceListing:
@@ -85,14 +83,3 @@ class Source(Protocol):
     def details(self, listings: list[SourceListing], budget: CallBudget) -> list[SourceListing]:
         """The listings with what a detail call adds (Make, Model, Year), same order."""
         ...
-
-
-def open_source(settings: Settings) -> Source:
-    """The configured source (``AUTODETECT_SOURCE``): ``ebay`` and ``sandbox`` speak the Browse API."""
-    if settings.source == "feed":
-        from autodetect.sources.feed import FeedSource
-
-        return FeedSource(settings)
-    from autodetect.sources.browse import BrowseSource
-
-    return BrowseSource(settings)

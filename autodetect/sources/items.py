@@ -101,45 +101,15 @@ def listing_from_item(item: Any, *, make: str | None = None, currency: str = "US
     if not isinstance(item, dict):
         raise ValueError(f"not an object: {str(item)[:60]!r}")
     problems: list[str] = []
-    external_id = clean_text(item.get("itemId") or item.get("legacyItemId"), 10 * MAX_ID, "itemId", [])
-    if not external_id:
-        raise ValueError("no itemId")
-    if len(external_id) > MAX_ID:
-        raise ValueError(f"itemId of {len(external_id)} characters")
-
+    external_id = _external_id(item)
     title = clean_text(item.get("title"), MAX_TITLE, "title", problems) or ""
     if not title:
         problems.append("missing title")
-
-    price_field = item.get("price")
-    price_field = price_field if isinstance(price_field, dict) else {"value": price_field}
-    price, price_currency = parse_price(price_field.get("value")), None
-    if price is None:
-        raw_price = price_field.get("value")
-        problems.append("missing price" if raw_price in (None, "") else f"bad price: {str(raw_price)[:40]!r}")
-    else:
-        price_currency = str(price_field.get("currency") or "").strip().upper()
-        if not _CURRENCY.fullmatch(price_currency):
-            problems.append(f"bad currency: {price_currency[:10]!r} taken as {currency}" if price_currency
-                            else f"missing currency: taken as {currency}")
-            price_currency = currency
-        elif price_currency != currency:
-            problems.append(f"other currency: {price_currency}")
-
-    urls = [_obj(item.get("image")).get("imageUrl")]
-    urls += [_obj(p).get("imageUrl") for p in _list(item.get("additionalImages"))]
-    photos = [u for u in urls if _http_url(u)]
-    if len(photos) < sum(1 for u in urls if u):
-        problems.append("bad photo url")
-    if not photos:
-        problems.append("no photos")
-
+    price, price_currency = _price(item, currency, problems)
+    photos = _photos(item, problems)
     aspects = {str(a.get("name", "")).lower(): a.get("value") for a in map(_obj, _list(item.get("localizedAspects")))}
     location = _obj(item.get("itemLocation"))
-    country = str(location.get("country") or "").upper() or None
-    if country and not _COUNTRY.fullmatch(country):
-        problems.append(f"bad country: {country[:10]!r}")
-        country = None
+    country = _country(location, problems)
     return SourceListing(
         external_id=external_id,
         title=title,
@@ -158,6 +128,56 @@ def listing_from_item(item: Any, *, make: str | None = None, currency: str = "US
         raw=without_nul(item),
         problems=problems,
     )
+
+
+def _external_id(item: dict[str, Any]) -> str:
+    """The item's id (``itemId``, else ``legacyItemId``); ValueError when there is none that fits."""
+    external_id = clean_text(item.get("itemId") or item.get("legacyItemId"), 10 * MAX_ID, "itemId", [])
+    if not external_id:
+        raise ValueError("no itemId")
+    if len(external_id) > MAX_ID:
+        raise ValueError(f"itemId of {len(external_id)} characters")
+    return external_id
+
+
+def _price(item: dict[str, Any], currency: str, problems: list[str]) -> tuple[Decimal | None, str | None]:
+    """(price, its currency): a missing or unreadable currency is taken as the marketplace's ``currency``."""
+    price_field = item.get("price")
+    price_field = price_field if isinstance(price_field, dict) else {"value": price_field}
+    price, price_currency = parse_price(price_field.get("value")), None
+    if price is None:
+        raw_price = price_field.get("value")
+        problems.append("missing price" if raw_price in (None, "") else f"bad price: {str(raw_price)[:40]!r}")
+    else:
+        price_currency = str(price_field.get("currency") or "").strip().upper()
+        if not _CURRENCY.fullmatch(price_currency):
+            problems.append(f"bad currency: {price_currency[:10]!r} taken as {currency}" if price_currency
+                            else f"missing currency: taken as {currency}")
+            price_currency = currency
+        elif price_currency != currency:
+            problems.append(f"other currency: {price_currency}")
+    return price, price_currency
+
+
+def _photos(item: dict[str, Any], problems: list[str]) -> list[str]:
+    """The http(s) urls of the main and additional images, in order."""
+    urls = [_obj(item.get("image")).get("imageUrl")]
+    urls += [_obj(p).get("imageUrl") for p in _list(item.get("additionalImages"))]
+    photos = [u for u in urls if _http_url(u)]
+    if len(photos) < sum(1 for u in urls if u):
+        problems.append("bad photo url")
+    if not photos:
+        problems.append("no photos")
+    return photos
+
+
+def _country(location: dict[str, Any], problems: list[str]) -> str | None:
+    """The item location's two-letter country code, upper-cased; None if missing or malformed."""
+    country = str(location.get("country") or "").upper() or None
+    if country and not _COUNTRY.fullmatch(country):
+        problems.append(f"bad country: {country[:10]!r}")
+        country = None
+    return country
 
 
 _TITLE_YEAR = re.compile(r"(?<![\d.,$])(19[5-9]\d|20[0-4]\d)(?![\d.,])")
