@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from rich.console import Console
@@ -18,7 +19,7 @@ from sqlalchemy import func, select
 
 from autodetect.db import session_scope, upgrade
 from autodetect.settings import configure, get_settings
-from autodetect.storage import CrawlState, Image, Listing, ListingPrediction, Stage, State, TrainingRun
+from autodetect.storage import CrawlState, Image, Stage, State, TrainingRun
 
 
 def _count(s, *where) -> int:
@@ -41,6 +42,83 @@ def _wait(console: Console, label: str, probe: Callable[[], tuple[int, int | Non
             time.sleep(0.3)
 
 
+def _crawled(settings) -> tuple[int, int | None, bool]:
+    """Photos past download and dedup, of all found; finished once the crawl is done and none wait."""
+    with session_scope(settings) as s:
+        total = _count(s)
+        waiting = _count(s, Image.stage.in_((Stage.download.value, Stage.dedup.value)),
+                         Image.state != State.failed.value)
+        crawl_done = s.execute(select(CrawlState.last_finished)).scalar_one_or_none() is not None
+    return total - waiting, total or None, crawl_done and waiting == 0
+
+
+def _trained(settings) -> tuple[int, int | None, bool]:
+    """The latest training run: finished once done; raises when it failed."""
+    with session_scope(settings) as s:
+        run = s.execute(select(TrainingRun).order_by(TrainingRun.id.desc())).scalars().first()
+    state = run.state if run else "pending"
+    if state == "failed":
+        raise RuntimeError(f"training failed: {run.error}")
+    return (1 if state == "done" else 0), 1, state == "done"
+
+
+def _tagged(settings) -> tuple[int, int | None, bool]:
+    """Unique photos tagged, of all unique photos; finished once none wait for inference."""
+    with session_scope(settings) as s:
+        waiting = _count(s, Image.stage == Stage.inference.value,
+                         Image.state.in_((State.pending.value, State.running.value)))
+        unique = _count(s, Image.duplicate_of_id.is_(None), Image.stage.in_(
+            (Stage.inference.value, Stage.done.value)), Image.state != State.failed.value)
+    return unique - waiting, unique or None, waiting == 0
+
+
+def _demo_settings(base, sandbox_url: str, data_dir: Path, train_seconds: float):
+    """Settings for the embedded stack: SQLite in ``data_dir``, in-memory broker, the sandbox, a small CNN."""
+    host_port = sandbox_url.split("//", 1)[1]
+    return configure(
+        data_dir=data_dir, database_url="", broker_url="memory://localhost/", source="sandbox",
+        marketplace_url=sandbox_url, download_allow_hosts=[host_port], backbone="compact_cnn",
+        image_size=96, weights="none", train_time_budget_s=train_seconds, train_epochs_head=40,
+        min_photos_per_class=min(base.min_photos_per_class, 30), inference_batch_wait_s=0.05,
+        stale_after_s=30,
+    )
+
+
+def _run_stages(console: Console, settings, train_seconds: float, timings: dict[str, float]) -> None:
+    """Start a worker on every queue, then crawl, train and tag in turn, timing each stage."""
+    from celery.contrib.testing.worker import start_worker
+
+    from workers.app import app
+    from workers.queues import QUEUE_NAMES
+
+    stages = [  # (task to send, progress label, probe, timeout, timings key)
+        ("discovery.crawl", "crawl+photos", _crawled, 600, "crawl, download, dedup"),
+        ("training.check", "training", _trained, train_seconds * 3 + 300, "retrain trigger, train, evaluate, promote"),
+        (None, "tagging", _tagged, 600, "tag the catalogue"),
+    ]
+    with start_worker(app, pool="threads", concurrency=6, queues=list(QUEUE_NAMES), perform_ping_check=False,
+                      loglevel="WARNING", shutdown_timeout=30):
+        for task, label, probe, timeout_s, key in stages:
+            t = time.perf_counter()
+            if task is not None:
+                app.send_task(task)
+            _wait(console, label, partial(probe, settings), timeout_s=timeout_s)
+            timings[key] = time.perf_counter() - t
+
+
+def _report(console: Console, settings, timings: dict[str, float], report_dir: Path) -> dict:
+    """Summarize the run, show it and write the HTML report."""
+    from autodetect.cli.report import build_summary, write_report
+
+    with session_scope(settings) as s:
+        summary = build_summary(s, settings)
+    summary["seconds"] = {k: round(v, 1) for k, v in timings.items()}
+    show_summary(console, summary)
+    path = write_report(summary, settings, report_dir)
+    console.print(f"HTML report: {path}")
+    return summary
+
+
 def run_demo(console: Console, *, listings: int, models: int, seed: int, train_seconds: float,
              report_dir: Path, keep: bool) -> dict:
     from autodetect.sandbox.marketplace import Marketplace
@@ -53,75 +131,13 @@ def run_demo(console: Console, *, listings: int, models: int, seed: int, train_s
     timings: dict[str, float] = {}
     started = time.perf_counter()
     with SandboxServer(Marketplace(listings=listings, models=models, seed=seed)) as sandbox:
-        host_port = sandbox.url.split("//", 1)[1]
-        settings = configure(
-            data_dir=data_dir, database_url="", broker_url="memory://localhost/", source="sandbox",
-            marketplace_url=sandbox.url, download_allow_hosts=[host_port], backbone="compact_cnn",
-            image_size=96, weights="none", train_time_budget_s=train_seconds, train_epochs_head=40,
-            min_photos_per_class=min(base.min_photos_per_class, 30), inference_batch_wait_s=0.05,
-            stale_after_s=30,
-        )
+        settings = _demo_settings(base, sandbox.url, data_dir, train_seconds)
         upgrade(settings)
         console.print(f"[bold]AutoDetect demo[/]: {listings} listings of {models} models at {sandbox.url}, "
                       f"data in {data_dir}")
-        from celery.contrib.testing.worker import start_worker
-
-        from workers.app import app
-        from workers.queues import QUEUE_NAMES
-
-        with start_worker(app, pool="threads", concurrency=6, queues=list(QUEUE_NAMES), perform_ping_check=False,
-                          loglevel="WARNING", shutdown_timeout=30):
-            t = time.perf_counter()
-            app.send_task("discovery.crawl")
-
-            def crawled() -> tuple[int, int | None, bool]:
-                with session_scope(settings) as s:
-                    total = _count(s)
-                    waiting = _count(s, Image.stage.in_((Stage.download.value, Stage.dedup.value)),
-                                     Image.state != State.failed.value)
-                    crawl_done = s.execute(select(CrawlState.last_finished)).scalar_one_or_none() is not None
-                return total - waiting, total or None, crawl_done and waiting == 0
-
-            _wait(console, "crawl+photos", crawled, timeout_s=600)
-            timings["crawl, download, dedup"] = time.perf_counter() - t
-
-            t = time.perf_counter()
-            app.send_task("training.check")
-
-            def trained() -> tuple[int, int | None, bool]:
-                with session_scope(settings) as s:
-                    run = s.execute(select(TrainingRun).order_by(TrainingRun.id.desc())).scalars().first()
-                state = run.state if run else "pending"
-                if state == "failed":
-                    raise RuntimeError(f"training failed: {run.error}")
-                return (1 if state == "done" else 0), 1, state == "done"
-
-            _wait(console, "training", trained, timeout_s=train_seconds * 3 + 300)
-            timings["retrain trigger, train, evaluate, promote"] = time.perf_counter() - t
-
-            t = time.perf_counter()
-
-            def tagged() -> tuple[int, int | None, bool]:
-                with session_scope(settings) as s:
-                    waiting = _count(s, Image.stage == Stage.inference.value,
-                                     Image.state.in_((State.pending.value, State.running.value)))
-                    unique = _count(s, Image.duplicate_of_id.is_(None), Image.stage.in_(
-                        (Stage.inference.value, Stage.done.value)), Image.state != State.failed.value)
-                return unique - waiting, unique or None, waiting == 0
-
-            _wait(console, "tagging", tagged, timeout_s=600)
-            timings["tag the catalogue"] = time.perf_counter() - t
+        _run_stages(console, settings, train_seconds, timings)
     timings["total"] = time.perf_counter() - started
-
-    from autodetect.cli.report import build_summary, write_report
-
-    with session_scope(settings) as s:
-        summary = build_summary(s, settings)
-    summary["seconds"] = {k: round(v, 1) for k, v in timings.items()}
-    show_summary(console, summary)
-    path = write_report(summary, settings, report_dir)
-    console.print(f"HTML report: {path}")
-    return summary
+    return _report(console, settings, timings, report_dir)
 
 
 def show_summary(console: Console, summary: dict) -> None:

@@ -4,7 +4,8 @@ This package file imports nothing on purpose. Import what you need from its modu
 
 - ``split``, ``evaluate``, ``runtime``, ``bundle``, ``errors``, ``provider`` (the serving model a
   worker holds): TensorFlow-free (numpy, Pillow); safe in the serving and download workers.
-- ``backbones``, ``train``, ``export``: import TensorFlow/Keras; only the training job uses them.
+- ``backbones``, ``train`` (with ``train_config``, ``train_data``, ``train_callbacks``, ``network``),
+  ``export``: import TensorFlow/Keras; only the training job uses them.
 
 Nothing here imports Celery or the database: the pipeline wires these functions in.
 """

@@ -19,7 +19,6 @@ What a crawler meets, as on a real marketplace:
 from __future__ import annotations
 
 import hashlib
-import io
 import random
 import re
 import threading
@@ -31,21 +30,19 @@ from typing import NamedTuple
 from urllib.parse import urlsplit
 
 import numpy as np
-from PIL import Image, ImageEnhance
 
 from autodetect.sandbox.cars import CARS, CarSpec, canonical_make, make_title, seller_aspects
 from autodetect.sandbox.locations import CITIES, City
+from autodetect.sandbox.photo_copies import TRANSFORMS, copy_photo, jpeg_bytes
 from autodetect.sandbox.render import NON_CAR_KINDS, PAINT_SHARES, render_car, render_non_car
 
 ITEM_NUMBER_BASE = 100_000_000
 CATEGORY_ID = "6001"  # eBay Motors: Cars & Trucks
 CURRENT_YEAR = 2025
-TRANSFORMS = ("exact", "reencode", "resize", "crop", "brighten")
 LISTING_DEFECTS = ("no_photo", "no_price", "comma_price", "broken_photo")  # plus "repeated" in search
 PAGE_BOUNDARY = 200  # where the repeated listing straddles two pages (any page size dividing 200)
 RELIST_SHARE = 0.08
 NON_CAR_SHARE = 0.06  # of listings with 3+ photos, i.e. ~5% of all
-JPEG_QUALITY = 88
 _PHOTO_COUNTS, _PHOTO_COUNT_CUMULATIVE = (1, 2, 3, 4, 5), (5, 15, 45, 75, 100)
 _PAINTS = tuple(PAINT_SHARES)
 _PAINT_CUMULATIVE = tuple(np.cumsum(list(PAINT_SHARES.values())).tolist())
@@ -132,32 +129,6 @@ def item_id(index: int) -> str:
 def _seed(*parts: object) -> int:
     """A stable 64-bit seed from parts (Python's ``hash`` is salted per process)."""
     return int.from_bytes(hashlib.blake2b(repr(parts).encode(), digest_size=8).digest(), "big")
-
-
-def _jpeg(img: Image.Image, quality: int = JPEG_QUALITY) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, "JPEG", quality=quality)
-    return buf.getvalue()
-
-
-def _copy_photo(data: bytes, transform: str, rng: np.random.Generator) -> bytes:
-    """A relist's copy of a photo: the same bytes, or re-encoded at another quality, resized to
-    50-90%, cropped by at most 6% per edge, or 10-20% brighter or darker."""
-    if transform == "exact":
-        return data
-    img = Image.open(io.BytesIO(data))
-    w, h = img.size
-    if transform == "reencode":
-        return _jpeg(img, quality=int(rng.integers(55, 76)))
-    if transform == "resize":
-        f = rng.uniform(0.5, 0.9)
-        return _jpeg(img.resize((round(w * f), round(h * f)), Image.BILINEAR))
-    if transform == "crop":
-        left, top, right, bottom = rng.uniform(0.01, 0.06, 4)
-        return _jpeg(img.crop((round(w * left), round(h * top), round(w * (1 - right)), round(h * (1 - bottom)))))
-    if transform == "brighten":
-        return _jpeg(ImageEnhance.Brightness(img).enhance(1 + rng.choice((-1, 1)) * rng.uniform(0.1, 0.2)))
-    raise ValueError(f"unknown transform {transform!r}")
 
 
 def photo_index(path: str) -> tuple[int, int] | None:
@@ -403,7 +374,7 @@ class Marketplace:
         index, position = photo_index(path)  # type: ignore[misc]
         rng = np.random.default_rng(_seed(self.seed, "photo", index, position))
         if photo.original:
-            return _copy_photo(self._photo(photo.original), photo.transform or "exact", rng)
+            return copy_photo(self._photo(photo.original), photo.transform or "exact", rng)
         if photo.kind == "car":
-            return _jpeg(render_car(listing.spec, rng, colour=listing.colour))
-        return _jpeg(render_non_car(rng, photo.kind))
+            return jpeg_bytes(render_car(listing.spec, rng, colour=listing.colour))
+        return jpeg_bytes(render_non_car(rng, photo.kind))

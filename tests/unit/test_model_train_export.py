@@ -184,7 +184,7 @@ def test_time_budget_cuts_epochs(trained, tmp_path):
 def test_cosine_schedule_spans_the_time_budget():
     from types import SimpleNamespace
 
-    from autodetect.model.train import CosineSchedule
+    from autodetect.model.train_callbacks import CosineSchedule
 
     schedule = CosineSchedule(1.0, total_steps=10**9, budget_s=100.0, warmup=0.1, floor=0.01)
     schedule.set_model(SimpleNamespace(optimizer=SimpleNamespace(learning_rate=None)))
@@ -204,7 +204,7 @@ def test_cosine_schedule_spans_the_time_budget():
 def test_augmenter_keeps_shape_and_range(rotation):
     import tensorflow as tf
 
-    from autodetect.model.train import make_augmenter
+    from autodetect.model.train_data import make_augmenter
 
     images = np.zeros((4, 24, 24, 3), np.float32)
     images[:, :, :12] = 255.0  # left half white: a flip or a shift moves it

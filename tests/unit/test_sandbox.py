@@ -17,7 +17,8 @@ from autodetect.sandbox import (
     CARS, MAKE_ALIASES, Marketplace, SandboxServer, canonical_make, city_for_postal_code, make_title,
     render_car, render_non_car, render_reference, seller_aspects, spec_for,
 )
-from autodetect.sandbox.marketplace import ITEM_NUMBER_BASE, TRANSFORMS, price_cents
+from autodetect.sandbox.marketplace import ITEM_NUMBER_BASE, price_cents
+from autodetect.sandbox.photo_copies import TRANSFORMS
 
 SEARCH = "/buy/browse/v1/item_summary/search"
 
