@@ -5,13 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from functools import cache
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy import Engine, create_engine, event, func, make_url, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from autodetect.settings import Settings, get_settings
+from autodetect.storage import utcnow
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schema"
 
@@ -166,6 +168,17 @@ def schema_problem(settings: Settings | None = None) -> str | None:
     if current != head:
         return f"the database schema is at {current}, the code needs {head}: run `autodetect db upgrade`"
     return None
+
+
+def db_now(session: Session, after_s: float = 0.0) -> datetime:
+    """The database's clock (naive UTC) plus ``after_s`` seconds. On PostgreSQL it is read from the
+    server (``now()``: the transaction's start), so that every process compares leases and due times
+    on one clock; on SQLite (the embedded default: one machine) it is this machine's clock."""
+    if is_postgres(session):
+        now = session.execute(select(func.timezone("UTC", func.now()))).scalar_one()
+    else:
+        now = utcnow()
+    return now + timedelta(seconds=after_s)
 
 
 def is_postgres(session: Session) -> bool:

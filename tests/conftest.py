@@ -46,7 +46,7 @@ def settings(tmp_path, sandbox) -> Settings:
         marketplace_url=sandbox.url, download_allow_hosts=[sandbox.url.split("//")[1]],
         backbone="compact_cnn", image_size=48, weights="none", min_photos_per_class=10,
         train_time_budget_s=6, train_epochs_head=10, inference_batch_size=16, inference_batch_wait_s=0.0,
-        download_retries=2, stale_after_s=0,
+        max_attempts=2, stale_after_s=0,
     )
     upgrade(s)
     return s

@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 
 from celery import Celery, signals
+from kombu.exceptions import OperationalError as KombuOperationalError
+from sqlalchemy.exc import InterfaceError as SQLAlchemyInterfaceError
+from sqlalchemy.exc import OperationalError as SQLAlchemyOperationalError
 
 from autodetect.settings import get_settings
 from workers.queues import ROUTES, beat_schedule, queue_specs, task_queues
@@ -48,6 +51,23 @@ def make_app() -> Celery:
 
 
 app = make_app()
+
+#: A database or broker that does not answer (a restart, a failover): the task is tried again with
+#: growing waits (``dependency_retries`` times, up to ``dependency_backoff_max_s`` apart). Rows it had
+#: claimed meanwhile come back through the sweeper when their lease ends.
+DEPENDENCY_ERRORS = (SQLAlchemyOperationalError, SQLAlchemyInterfaceError, KombuOperationalError, ConnectionError,
+                     TimeoutError)
+
+
+def stage_task(name: str, queue: str, *, time_limit: int | None = None, retry_on: tuple = (), **options):
+    """``app.task`` for a task of ``queue``: its time limit (the queue's, or ``time_limit``), a soft
+    limit shortly before it, and retries over dependency outages (and ``retry_on``)."""
+    settings = get_settings()
+    limit = time_limit or queue_specs(settings)[queue].time_limit
+    return app.task(name=name, time_limit=limit, soft_time_limit=max(1, limit - min(30, limit // 10)),
+                    autoretry_for=DEPENDENCY_ERRORS + tuple(retry_on), retry_backoff=True,
+                    retry_backoff_max=settings.dependency_backoff_max_s, retry_jitter=True,
+                    max_retries=settings.dependency_retries, **options)
 
 
 @signals.celeryd_init.connect

@@ -2,12 +2,11 @@
 
 from autodetect.pipeline.dedup import dedup_images
 from autodetect.settings import get_settings
-from workers.app import app
+from workers.app import stage_task
 from workers.dispatch import dispatch
-from workers.queues import queue_specs
 
 
-@app.task(name="dedup.check", time_limit=queue_specs(get_settings())["dedup"].time_limit)
+@stage_task("dedup.check", "dedup")
 def check(image_ids: list[int]) -> dict[str, int]:
     outcomes = dedup_images(get_settings(), image_ids, dispatch)
-    return {status: sum(o.status == status for o in outcomes) for status in ("unique", "duplicate", "skipped")}
+    return {status: sum(o.status == status for o in outcomes) for status in ("unique", "duplicate", "skipped", "failed")}

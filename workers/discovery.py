@@ -3,12 +3,11 @@
 from autodetect.pipeline.discovery import CrawlLocked, crawl as crawl_source
 from autodetect.settings import get_settings
 from autodetect.sources import open_source
-from workers.app import app
+from workers.app import stage_task
 from workers.dispatch import dispatch
-from workers.queues import queue_specs
 
 
-@app.task(name="discovery.crawl", time_limit=queue_specs(get_settings())["discovery"].time_limit)
+@stage_task("discovery.crawl", "discovery")
 def crawl(max_listings: int | None = None) -> dict:
     settings = get_settings()
     try:

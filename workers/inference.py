@@ -23,10 +23,7 @@ from autodetect.model.provider import ModelProvider, ModelUnavailable, serving_t
 from autodetect.pipeline.inference import predict_images, predict_pending
 from autodetect.settings import get_settings
 from autodetect.storage import Stage
-from workers.app import app
-from workers.queues import queue_specs
-
-_LIMIT = queue_specs(get_settings())["inference"].time_limit
+from workers.app import app, stage_task
 
 
 #: Processes of this worker that run models side by side; they share the cores (see ``_size``).
@@ -47,7 +44,7 @@ def _provider() -> ModelProvider:  # one per process: created in the child that 
     return ModelProvider(settings, threads=serving_threads(settings, share=_pool_size))
 
 
-@app.task(name="inference.predict", time_limit=_LIMIT)
+@stage_task("inference.predict", "inference")
 def predict(image_id: int | None = None) -> dict:
     """Batch after batch while photos are pending (``inference_task_budget_s``); the id is a hint."""
     result = predict_pending(get_settings(), _provider())
@@ -58,8 +55,7 @@ def predict(image_id: int | None = None) -> dict:
     return result.as_dict()
 
 
-@app.task(name="inference.tag", time_limit=_LIMIT, autoretry_for=(ModelUnavailable,), retry_backoff=30,
-          max_retries=5)
+@stage_task("inference.tag", "inference", retry_on=(ModelUnavailable,))
 def tag(version_id: int, image_ids: list[int]) -> dict:
     settings = get_settings()
     with session_scope(settings) as s:

@@ -25,18 +25,17 @@ class QueueSpec:
 
 
 def queue_specs(settings: Settings) -> dict[str, QueueSpec]:
-    train_limit = min(settings.training_time_limit_s, settings.visibility_timeout - 60)
+    """Each queue's worker options. The time limits (``Settings.stage_time_limit``) are also the
+    leases of the rows a task claims. The ``threads`` pools do not enforce them: there every blocking
+    call has its own deadline (the fetcher's connect/read/total deadlines, DNS included; PostgreSQL's
+    statement and lock timeouts)."""
+    limit = settings.stage_time_limit
     specs = [
-        QueueSpec("discovery", "threads", 2, 1, settings.visibility_timeout - 60, "crawls, the sweeper"),
-        # A message is a batch of photos, each bounded by the total download timeout.
-        QueueSpec("download", "threads", 32, 1,
-                  min(settings.visibility_timeout - 60,
-                      int(settings.download_batch_size * settings.download_total_timeout_s) + 60),
-                  "I/O-bound photo downloads, many in flight"),
-        QueueSpec("dedup", "prefork", 2, 2, 30 + 5 * settings.dedup_batch_size,
-                  "hashing decisions, milliseconds each, a batch per message"),
-        QueueSpec("inference", "prefork", 2, 1, 300, "micro-batches through the serving model"),
-        QueueSpec("training", "prefork", 1, 1, train_limit, "one training run at a time; retraining checks"),
+        QueueSpec("discovery", "threads", 2, 1, limit("discovery"), "crawls, the sweeper"),
+        QueueSpec("download", "threads", 32, 1, limit("download"), "I/O-bound photo downloads, many in flight"),
+        QueueSpec("dedup", "prefork", 2, 2, limit("dedup"), "hashing decisions, milliseconds each, a batch per message"),
+        QueueSpec("inference", "prefork", 2, 1, limit("inference"), "micro-batches through the serving model"),
+        QueueSpec("training", "prefork", 1, 1, limit("training"), "one training run at a time; retraining checks"),
     ]
     return {s.name: s for s in specs}
 

@@ -189,7 +189,8 @@ def train(now: bool = typer.Option(False, "--now", help="Queue a training run no
           wait: bool = typer.Option(False, help="Run here instead of on a training worker.")) -> None:
     """Train a candidate model; it is promoted only if it matches or beats the active one."""
     from autodetect.db import session_scope
-    from autodetect.pipeline.training import check_retraining, request_run, run_training
+    from autodetect.pipeline.retraining import check_retraining, request_run
+    from autodetect.pipeline.training import run_training
     from workers.dispatch import dispatch
 
     if images is not None:
@@ -233,6 +234,25 @@ def identify(photos: list[Path], top: int = typer.Option(3)) -> None:
         for name, p in answer:
             table.add_row(name, f"{p:.1%}")
         console.print(table)
+
+
+@app.command()
+@_needs_schema
+def retry(stage: Optional[str] = typer.Option(None, help="Only photos failed in this stage (download, dedup, inference)."),
+          reason: Optional[str] = typer.Option(None, help="Only photos whose reason contains this text.")) -> None:
+    """Put failed photos back in their stage, attempts counted from zero."""
+    from autodetect.db import session_scope
+    from autodetect.pipeline.fates import retry_failed
+
+    with session_scope() as s:
+        again = retry_failed(s, get_settings(), stage=stage, reason=reason)
+    if not get_settings().is_embedded:
+        from workers.dispatch import dispatch
+
+        for name, ids in again.items():
+            dispatch(name, ids)
+    total = sum(len(ids) for ids in again.values())
+    console.print(f"{total} failed photos put back" + "".join(f", {len(v)} in {k}" for k, v in again.items()))
 
 
 @app.command()

@@ -26,8 +26,10 @@ def _count(s, *where) -> int:
     return s.execute(select(func.count()).select_from(Image).where(*where)).scalar_one()
 
 
-def _wait(console: Console, label: str, probe: Callable[[], tuple[int, int | None, bool]], timeout_s: float) -> None:
-    """Poll ``probe() -> (done, total, finished)`` with a progress bar until finished."""
+def _wait(console: Console, label: str, probe: Callable[[], tuple[int, int | None, bool]], timeout_s: float,
+          tick: Callable[[], None] = lambda: None) -> None:
+    """Poll ``probe() -> (done, total, finished)`` with a progress bar until finished, calling ``tick``
+    at every poll (the demo's beat)."""
     deadline = time.monotonic() + timeout_s
     with Progress(TextColumn(f"{label:<10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=False) as bar:
@@ -39,6 +41,7 @@ def _wait(console: Console, label: str, probe: Callable[[], tuple[int, int | Non
                 return
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{label} did not finish within {timeout_s:.0f} s")
+            tick()
             time.sleep(0.3)
 
 
@@ -80,8 +83,20 @@ def _demo_settings(base, sandbox_url: str, data_dir: Path, train_seconds: float)
         marketplace_url=sandbox_url, download_allow_hosts=[host_port], backbone="compact_cnn",
         image_size=96, weights="none", train_time_budget_s=train_seconds, train_epochs_head=40,
         min_photos_per_class=min(base.min_photos_per_class, 30), inference_batch_wait_s=0.05,
-        stale_after_s=30,
+        stale_after_s=30, sweeper_interval_s=2, retry_backoff_s=[2.0, 5.0, 15.0, 30.0],
     )
+
+
+class _Beat:
+    """The demo's beat: the sweeper every ``sweeper_interval_s`` (lost work and due retries)."""
+
+    def __init__(self, app, settings):
+        self.app, self.every, self.last = app, settings.sweeper_interval_s, time.monotonic()
+
+    def __call__(self) -> None:
+        if time.monotonic() - self.last >= self.every:
+            self.app.send_task("maintenance.sweep")
+            self.last = time.monotonic()
 
 
 def _run_stages(console: Console, settings, train_seconds: float, timings: dict[str, float]) -> None:
@@ -98,11 +113,12 @@ def _run_stages(console: Console, settings, train_seconds: float, timings: dict[
     ]
     with start_worker(app, pool="threads", concurrency=6, queues=list(QUEUE_NAMES), perform_ping_check=False,
                       loglevel="WARNING", shutdown_timeout=30):
+        beat = _Beat(app, settings)
         for task, label, probe, timeout_s, key in stages:
             t = time.perf_counter()
             if task is not None:
                 app.send_task(task)
-            _wait(console, label, partial(probe, settings), timeout_s=timeout_s)
+            _wait(console, label, partial(probe, settings), timeout_s=timeout_s, tick=beat)
             timings[key] = time.perf_counter() - t
 
 

@@ -11,7 +11,8 @@ from rich.console import Console
 from autodetect.db import session_scope
 from autodetect.model.folder_dataset import FolderError, scan_folder
 from autodetect.settings import get_settings
-from autodetect.pipeline.training import NotEnoughData, request_run, run_training
+from autodetect.pipeline.retraining import request_run
+from autodetect.pipeline.training import NotEnoughData, run_training
 
 
 def train_from_folder(console: Console, root: Path) -> None:

@@ -40,7 +40,9 @@ def show_status(console: Console, data: dict[str, Any]) -> None:
     console.print(table)
     console.print(f"duplicates {data['duplicates']} (label conflicts {data['label_conflicts']})")
     for err in data["errors"]:
-        console.print(f"  failed: {err['photos']} × {err['error']}")
+        console.print(f"  failed in {err['stage']}: {err['photos']} × {err['error']}")
+    for err in data.get("retrying", []):
+        console.print(f"  retrying in {err['stage']}: {err['photos']} × {err['error']}")
     if data.get("queues"):
         console.print("queues: " + ", ".join(f"{k} {v}" for k, v in data["queues"].items()))
     model = data["model"]

@@ -1,8 +1,12 @@
-"""The model registry: versions with their metrics and artifacts; promotion and rollback."""
+"""The model registry: versions with their metrics and artifacts; promotion and rollback.
+
+At most one version is active: the schema says so (a partial unique index), so two promotions racing
+each other cannot both win; the loser gets a ``RegistryError`` and changes nothing."""
 
 from __future__ import annotations
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from autodetect.storage import ModelVersion, VersionStatus, utcnow
@@ -33,22 +37,30 @@ def find_version(session: Session, ref: str | int) -> ModelVersion:
     return version
 
 
-def next_name(session: Session) -> str:
-    return f"v{session.query(ModelVersion).count() + 1}"
+def version_name(run_id: int, requeues: int = 0) -> str:
+    """The name of the version a training run makes, from the run's id (allocated by the database,
+    so unique); a run tried again after its worker died gets a name of its own."""
+    return f"v{run_id}" if not requeues else f"v{run_id}-r{requeues}"
 
 
 def promote(session: Session, version: ModelVersion) -> ModelVersion | None:
-    """Make ``version`` the active one; the previous active version is retired. Returns it."""
+    """Make ``version`` the active one and retire the previous one, in one step (a savepoint).
+    Returns the previous active version. Raises ``RegistryError`` if another promotion won a race."""
     if version.status == VersionStatus.failed.value:
         raise RegistryError(f"{version.name} failed to train and cannot be promoted")
     previous = active_version(session)
     if previous is not None and previous.id == version.id:
         return None
-    if previous is not None:
-        session.execute(update(ModelVersion).where(ModelVersion.id == previous.id)
-                        .values(status=VersionStatus.retired.value))
-    session.execute(update(ModelVersion).where(ModelVersion.id == version.id)
-                    .values(status=VersionStatus.active.value, promoted_at=utcnow()))
+    try:
+        with session.begin_nested():
+            session.execute(update(ModelVersion).where(ModelVersion.status == VersionStatus.active.value,
+                                                       ModelVersion.id != version.id)
+                            .values(status=VersionStatus.retired.value))
+            session.execute(update(ModelVersion).where(ModelVersion.id == version.id)
+                            .values(status=VersionStatus.active.value, promoted_at=utcnow()))
+    except IntegrityError:
+        raise RegistryError(f"{version.name} was not promoted: another version was made active at the same "
+                            "time (see `autodetect models list`)") from None
     session.expire_all()
     return previous
 

@@ -37,6 +37,7 @@ from autodetect.images.alignment import Thumb, residual
 from autodetect.images.decode import hamming
 from autodetect.images.store import ImageStore
 from autodetect.pipeline.dispatch import Dispatch
+from autodetect.pipeline.fates import Failure, claim_rows, failure_of, moved_on, record_failures
 from autodetect.pipeline.listing_predictions import refresh_listing_predictions
 from autodetect.pipeline.near_duplicates import Candidate, find_candidates, probe_hashes
 from autodetect.settings import Settings
@@ -64,9 +65,10 @@ def _decision_lock(session: Session) -> Iterator[None]:
 
 @dataclass
 class DedupOutcome:
-    status: str  # unique | duplicate | skipped
+    status: str  # unique | duplicate | skipped | failed
     original_id: int | None = None
     distance: int | None = None
+    reason: str | None = None
 
 
 class _Verifier:
@@ -129,8 +131,8 @@ class _NearSearch:
 
 
 def _waiting(image_id: int) -> tuple:
-    """The conditions under which photo ``image_id`` still waits for its dedup decision."""
-    return Image.id == image_id, Image.stage == Stage.dedup.value, Image.state == State.pending.value
+    """The conditions under which photo ``image_id`` still waits for its dedup decision (claimed)."""
+    return Image.id == image_id, Image.stage == Stage.dedup.value, Image.state == State.running.value
 
 
 def dedup_image(settings: Settings, image_id: int, dispatch: Dispatch, *,
@@ -138,18 +140,14 @@ def dedup_image(settings: Settings, image_id: int, dispatch: Dispatch, *,
     """Decide whether photo ``image_id`` (stage dedup, pending) is a duplicate of an earlier original
     (exact by sha256, or near: hash candidates verified on the pixels); move it on accordingly.
     ``store`` holds the normalized photos (default: the data directory's image store)."""
-    store = store or ImageStore(settings.data_dir / "images", fsync=False)
-    with session_scope(settings) as s:
-        row = s.execute(select(Image.phash, Image.normalized_key).where(*_waiting(image_id))).first()
-        if row is None:
-            return DedupOutcome("skipped")
-        phash, key = row
-    search = _near_search(settings, store, image_id, phash, key)
+    return dedup_images(settings, [image_id], dispatch, store=store)[0]
+
+
+def _dedup_claimed(settings: Settings, store: ImageStore, row) -> DedupOutcome:
+    """The decision for one claimed photo: its near-duplicate search, then the decision under the lock."""
+    search = _near_search(settings, store, row.id, row.phash, row.normalized_key)
     with session_scope(settings) as s, _decision_lock(s):
-        outcome = _decide(s, settings, image_id, search)
-    if outcome.status == "unique":
-        dispatch(Stage.inference, [image_id])
-    return outcome
+        return _decide(s, settings, row.id, search)
 
 
 def _near_search(settings: Settings, store: ImageStore, image_id: int, phash: int | None,
@@ -178,7 +176,7 @@ def _decide(session: Session, settings: Settings, image_id: int, search: _NearSe
         return DedupOutcome("skipped")
     original_id, distance = _find_original(session, image_id, image.sha256, search)
     if original_id is None:
-        _mark_unique(session, image_id)
+        _mark_unique(session, settings, image_id)
         return DedupOutcome("unique")
     _mark_duplicate(session, settings, image_id, image.listing_id, original_id, distance)
     return DedupOutcome("duplicate", original_id, distance)
@@ -203,10 +201,10 @@ def _find_original(session: Session, image_id: int, sha256: str | None,
     return None, None
 
 
-def _mark_unique(session: Session, image_id: int) -> None:
+def _mark_unique(session: Session, settings: Settings, image_id: int) -> None:
     table = Image.__table__  # plain UPDATEs: no ORM session synchronization to evaluate
     session.execute(update(table).where(table.c.id == image_id)
-                    .values(stage=Stage.inference.value, state=State.pending.value, updated_at=utcnow()))
+                    .values(updated_at=utcnow(), **moved_on(session, settings, Stage.inference.value)))
 
 
 def _mark_duplicate(session: Session, settings: Settings, image_id: int, listing_id: int, original_id: int,
@@ -215,7 +213,8 @@ def _mark_duplicate(session: Session, settings: Settings, image_id: int, listing
     original_listing = session.execute(select(Image.listing_id).where(Image.id == original_id)).scalar_one()
     conflict = _labels_differ(session, listing_id, original_listing)
     session.execute(update(table).where(table.c.id == image_id).values(
-        stage=Stage.done.value, state=State.done.value, duplicate_of_id=original_id,
+        stage=Stage.done.value, state=State.done.value, attempts=0, error=None, lease_until=None,
+        duplicate_of_id=original_id,
         duplicate_distance=distance, label_conflict=conflict, updated_at=utcnow()))
     # The duplicate reuses its original's prediction, if there is one already.
     refresh_listing_predictions(session, [listing_id], settings)
@@ -223,15 +222,29 @@ def _mark_duplicate(session: Session, settings: Settings, image_id: int, listing
 
 def dedup_images(settings: Settings, image_ids: Sequence[int], dispatch: Dispatch, *,
                  store: ImageStore | None = None) -> list[DedupOutcome]:
-    """``dedup_image`` for each photo in turn (one message's batch); those found unique go on to
-    inference in one dispatch at the end."""
+    """One message's batch: claim the photos, decide each in turn (a photo whose decision raises is
+    counted as its own failure, see ``autodetect.pipeline.fates``; the others go on), then send
+    those found unique on to inference in one dispatch. One outcome per id, in order."""
     store = store or ImageStore(settings.data_dir / "images", fsync=False)
-    unique: list[int] = []
-    outcomes = [dedup_image(settings, int(i), lambda _stage, ids: unique.extend(ids), store=store)
-                for i in image_ids]
+    with session_scope(settings) as s:
+        claimed = {row.id: row for row in claim_rows(s, settings, Stage.dedup.value, image_ids, Image.phash,
+                                                     Image.normalized_key, Image.attempts)}
+    outcomes: dict[int, DedupOutcome] = {}
+    failures: list[Failure] = []
+    for image_id, row in claimed.items():
+        try:
+            outcomes[image_id] = _dedup_claimed(settings, store, row)
+        except Exception as exc:  # noqa: BLE001 - this photo's own failure, counted; the rest go on
+            log.warning("dedup of photo %s failed", image_id, exc_info=True)
+            failures.append(failure_of(image_id, exc))
+            outcomes[image_id] = DedupOutcome("failed", reason=failures[-1].reason)
+    if failures:
+        with session_scope(settings) as s:
+            record_failures(s, settings, Stage.dedup.value, failures, {i: r.attempts for i, r in claimed.items()})
+    unique = [i for i, o in outcomes.items() if o.status == "unique"]
     if unique:
         dispatch(Stage.inference, unique)
-    return outcomes
+    return [outcomes.get(int(i), DedupOutcome("skipped")) for i in image_ids]
 
 
 def _labels_differ(session: Session, listing_a: int, listing_b: int) -> bool:

@@ -25,7 +25,7 @@ from sqlalchemy import case, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from autodetect.catalogue.names import Label, normalize
-from autodetect.db import insert_stmt, session_scope
+from autodetect.db import db_now, insert_stmt, session_scope
 from autodetect.pipeline.dispatch import Dispatch
 from autodetect.settings import Settings
 from autodetect.sources.base import BudgetExhausted, CallBudget, Page, Source, SourceError, SourceListing
@@ -156,8 +156,10 @@ def _with_model(session: Session, source: str, external_ids: list[str]) -> set[s
 
 
 def store_page(session: Session, source: str, crawl_no: int, listings: list[SourceListing],
-               labels: dict[str, Label], photos_per_listing: int, stats: CrawlStats) -> list[int]:
-    """Upsert one page of listings (unique ids) with their labels and first photos; returns the new photo ids."""
+               labels: dict[str, Label], photos_per_listing: int, stats: CrawlStats,
+               photos_due_in_s: float = 0.0) -> list[int]:
+    """Upsert one page of listings (unique ids) with their labels and first photos; returns the new photo
+    ids. The sweeper sends a new photo again if it is still waiting ``photos_due_in_s`` from now."""
     if not listings:
         return []
     by_id = {item.external_id: item for item in listings}
@@ -180,7 +182,8 @@ def store_page(session: Session, source: str, crawl_no: int, listings: list[Sour
     stats.listings += len(by_id)
     stats.new_listings += len(by_id.keys() - existing.keys())
     stats.updated_listings += len(by_id.keys() & existing.keys())
-    new_ids = _insert_photos(session, by_id, ids, photos_per_listing, now)
+    new_ids = _insert_photos(session, by_id, ids, photos_per_listing, now,
+                             db_now(session, photos_due_in_s))
     stats.new_photos += len(new_ids)
     return new_ids
 
@@ -234,12 +237,12 @@ def _record_price_changes(session: Session, by_id: dict[str, SourceListing], exi
 
 
 def _insert_photos(session: Session, by_id: dict[str, SourceListing], ids: dict[str, int], photos_per_listing: int,
-                   now: datetime) -> list[int]:
+                   now: datetime, due: datetime) -> list[int]:
     """Rows for the listings' first ``photos_per_listing`` photos, queued for download; returns the ids of
     those not stored yet."""
     photo_rows = [
         {"listing_id": ids[ext], "position": pos, "url": url, "stage": Stage.download.value,
-         "state": "pending", "attempts": 0, "updated_at": now, "label_conflict": False}
+         "state": "pending", "attempts": 0, "updated_at": now, "next_attempt_at": due, "label_conflict": False}
         for ext, item in by_id.items()
         for pos, url in enumerate(item.photos[:photos_per_listing])
     ]
@@ -274,7 +277,7 @@ def crawl(settings: Settings, source: Source, dispatch: Dispatch, *, max_listing
     end listings gone for good."""
     started = time.perf_counter()
     stats = CrawlStats(source=source.name)
-    lease_s = settings.visibility_timeout
+    lease_s = settings.crawl_lease_s  # renewed with every page; a crawl that dies holds it this long at most
     with session_scope(settings) as s:
         lease = _acquire(s, source.name, lease_s, settings.ebay_daily_call_budget)
     stats.crawl = lease.crawl
@@ -290,7 +293,8 @@ def crawl(settings: Settings, source: Source, dispatch: Dispatch, *, max_listing
                     items, cursor = items[: limit - stats.listings], None  # this page again next time
             items, labels = _label_page(settings, source, items, lease.budget, stats)
             with session_scope(settings) as s:
-                new_ids = store_page(s, source.name, stats.crawl, items, labels, settings.photos_per_listing, stats)
+                new_ids = store_page(s, source.name, stats.crawl, items, labels, settings.photos_per_listing, stats,
+                                     settings.stale_after_s)
                 _save_progress(s, source.name, lease, lease_s, cursor)
             if new_ids:
                 dispatch(Stage.download, new_ids)

@@ -2,9 +2,15 @@
 
 One call takes a batch of image ids (one broker message carries ``download_batch_size`` of them), so
 the per-message costs (the broker round trips, the task bookkeeping, the database transactions) are
-paid once per batch: one read of the batch's rows, the network work photo by photo, one transaction
-that records every result. No database session is held across the network calls. Rows move on with a
-conditional update (``stage = 'download'``), so a second delivery of the same message changes nothing.
+paid once per batch: one claim of the batch's rows, the network work photo by photo, one transaction
+that records every result. No database session is held across the network calls. The claim moves
+``pending`` rows to ``running`` (``autodetect.pipeline.fates``), so a second delivery of the same
+message, while the first is at work or after it, finds nothing to do.
+
+Every photo ends in its own state, whatever happens to it: done (on to dedup), or a failure counted
+on its row with the exception's type and message: transient ones (timeouts, refused connections,
+5xx, 429, a full disk) pending again after their backoff, permanent ones (404, not an image, refused
+by the guard, a malformed URL) failed at once. One photo's failure never costs its neighbours.
 """
 
 from __future__ import annotations
@@ -13,27 +19,22 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, update
 
-from autodetect.db import session_scope
-from autodetect.pipeline.near_duplicates import phash_chunks
+from autodetect.db import db_now, session_scope
 from autodetect.images.decode import (
-    UndecodableImage,
     decode_image,
     encode_jpeg,
     normalize,
     perceptual_hash,
 )
-from autodetect.images.fetch import (
-    Fetcher,
-    PermanentFetchError,
-    TransientFetchError,
-    backoff_delay,
-)
+from autodetect.images.fetch import Fetcher
 from autodetect.images.store import ImageStore
 from autodetect.pipeline.dispatch import Dispatch
+from autodetect.pipeline.fates import Failure, claim_rows, failure_of, moved_on, record_failures
+from autodetect.pipeline.near_duplicates import phash_chunks
 from autodetect.settings import Settings
-from autodetect.storage import Image, Stage, State, utcnow
+from autodetect.storage import Image, Stage
 
 log = logging.getLogger(__name__)
 
@@ -42,15 +43,14 @@ _images = Image.__table__
 
 @dataclass
 class DownloadOutcome:
-    """What a batch came to, per image id: ``done`` (moved on to dedup), ``failed`` (recorded with its
-    reason), ``retry`` (recorded; to be sent again in ``retry_in`` seconds), ``skipped`` (not pending in
-    the download stage: done already, or unknown)."""
+    """What a batch came to, per image id: ``done`` (moved on to dedup), ``failed`` (for good, with its
+    reason), ``retry`` (counted, pending again until its backoff is over: the sweeper sends it then),
+    ``skipped`` (not pending in the download stage: done already, being worked on, or unknown)."""
 
     done: list[int] = field(default_factory=list)
     failed: dict[int, str] = field(default_factory=dict)
     retry: dict[int, str] = field(default_factory=dict)
     skipped: list[int] = field(default_factory=list)
-    retry_in: float = 0.0
 
 
 def _fetch_one(settings: Settings, url: str, fetcher: Fetcher, store: ImageStore) -> dict:
@@ -76,48 +76,45 @@ def download_images(settings: Settings, image_ids: Sequence[int], fetcher: Fetch
     outcome = DownloadOutcome()
     ids = sorted({int(i) for i in image_ids})
     with session_scope(settings) as s:
-        rows = s.execute(
-            select(_images.c.id, _images.c.url, _images.c.attempts)
-            .where(_images.c.id.in_(ids), _images.c.stage == Stage.download.value,
-                   _images.c.state == State.pending.value)
-        ).all()
-    pending = {row.id for row in rows}
-    outcome.skipped = [i for i in ids if i not in pending]
+        rows = claim_rows(s, settings, Stage.download.value, ids, _images.c.url, _images.c.attempts)
+    claimed = {row.id for row in rows}
+    outcome.skipped = [i for i in ids if i not in claimed]
 
     moved: list[dict] = []
-    failures: list[dict] = []
+    failures: list[Failure] = []
     for row in rows:
         try:
             values = _fetch_one(settings, row.url, fetcher, store)
-        except (TransientFetchError, PermanentFetchError, UndecodableImage) as exc:
-            transient = isinstance(exc, TransientFetchError)
-            final = not transient or row.attempts + 1 >= settings.download_retries
-            (outcome.failed if final else outcome.retry)[row.id] = str(exc)
-            if not final:
-                outcome.retry_in = max(outcome.retry_in, backoff_delay(row.attempts, exc.retry_after))
-            failures.append({"b_id": row.id, "state": State.failed.value if final else State.pending.value,
-                             "error": str(exc)[:300]})
+        except Exception as exc:  # noqa: BLE001 - every failure is this photo's own, and counted
+            failures.append(failure_of(row.id, exc))
         else:
-            moved.append({"b_id": row.id, **values, "stage": Stage.dedup.value, "state": State.pending.value,
-                          "error": None})
-
+            moved.append({"b_id": row.id, **values})
     if moved:
-        store.sync()  # the batch's files are durable before their keys are committed
-    if moved or failures:
-        now = utcnow()
-        in_stage = (_images.c.id == bindparam("b_id")) & (_images.c.stage == Stage.download.value)
-        with session_scope(settings) as s:
-            # Executemany: the SET clause comes from the keys of the parameter sets.
-            if moved:
-                s.execute(update(_images).where(in_stage).values(updated_at=now), moved)
-            if failures:
-                s.execute(update(_images).where(in_stage).values(attempts=_images.c.attempts + 1, updated_at=now),
-                          failures)
-    outcome.done = [v["b_id"] for v in moved]
+        try:
+            store.sync()  # the batch's files are durable before their keys are committed
+        except OSError as exc:
+            failures += [failure_of(v["b_id"], exc) for v in moved]
+            moved = []
+    _record(settings, moved, failures, {row.id: row.attempts for row in rows}, outcome)
     for image_id, error in outcome.failed.items():
         log.info("image %s failed: %s", image_id, error)
     if outcome.done:
-        # A second delivery racing this one may have moved some of these rows first: dedup is
-        # idempotent, so dispatching them again is harmless.
         dispatch(Stage.dedup, outcome.done)
     return outcome
+
+
+def _record(settings: Settings, moved: list[dict], failures: list[Failure], attempts: dict[int, int],
+            outcome: DownloadOutcome) -> None:
+    """One transaction: the downloaded photos on to dedup, the failures counted with their fates."""
+    if not moved and not failures:
+        return
+    in_stage = (_images.c.id == bindparam("b_id")) & (_images.c.stage == Stage.download.value)
+    with session_scope(settings) as s:
+        # Executemany: the SET clause comes from the keys of the parameter sets, and the fixed values.
+        if moved:
+            s.execute(update(_images).where(in_stage).values(updated_at=db_now(s),
+                                                             **moved_on(s, settings, Stage.dedup.value)), moved)
+        final = record_failures(s, settings, Stage.download.value, failures, attempts)
+    outcome.done = [v["b_id"] for v in moved]
+    outcome.failed = final
+    outcome.retry = {f.image_id: f.reason for f in failures if f.image_id not in final}

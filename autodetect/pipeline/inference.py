@@ -25,8 +25,6 @@ by ``autodetect.model.runtime``).
 from __future__ import annotations
 
 import logging
-import os
-import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -37,9 +35,12 @@ import numpy as np
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from autodetect.db import insert_stmt, is_postgres, session_scope
+from autodetect.db import db_now, insert_stmt, session_scope
 from autodetect.model.provider import LoadedModel, ModelProvider
 from autodetect.pipeline.listing_predictions import refresh_listing_predictions
+from autodetect.pipeline.fates import Failure, failure_of, record_failures
+from autodetect.pipeline.inference_claims import claim_batch
+from autodetect.pipeline.inference_photos import background_priority, load_photos
 from autodetect.settings import Settings
 from autodetect.storage import Image, ModelVersion, Prediction, Stage, State, VersionStatus, utcnow
 
@@ -51,20 +52,6 @@ log = logging.getLogger(__name__)
 
 
 # --- claiming and predicting ---------------------------------------------------------------------
-def claim(session: Session, limit: int) -> list[int]:
-    """Move up to ``limit`` pending inference rows to ``running`` (claim time in ``updated_at``)."""
-    if limit <= 0:
-        return []
-    pending = select(Image.id).where(Image.stage == Stage.inference.value, Image.state == State.pending.value) \
-        .order_by(Image.id).limit(limit)
-    if is_postgres(session):
-        pending = pending.with_for_update(skip_locked=True)
-    return sorted(session.execute(
-        update(Image).where(Image.id.in_(pending.scalar_subquery()))
-        .values(state=State.running.value, updated_at=utcnow()).returning(Image.id)
-    ).scalars())
-
-
 @dataclass
 class BatchResult:
     predicted: int = 0  # run through the model and written
@@ -104,30 +91,6 @@ def topk(probs: np.ndarray, classes: Sequence[str], k: int) -> list[list[Any]]:
     return [[classes[i], round(float(probs[i]), 6)] for i in order]
 
 
-def claim_batch(settings: Settings, *, wait: bool = True, session: Session | None = None) -> list[int]:
-    """Claim up to ``inference_batch_size`` rows. Nothing pending: returns at once. A partial batch
-    waits at most ``inference_batch_wait_s`` (from the first claim) for more rows to arrive. The first
-    claim runs in ``session`` when given (committed by its owner)."""
-    size = settings.inference_batch_size
-    if session is not None:
-        ids = claim(session, size)
-        session.commit()
-    else:
-        with session_scope(settings) as s:
-            ids = claim(s, size)
-    if not ids or not wait:
-        return ids
-    deadline = time.monotonic() + settings.inference_batch_wait_s
-    while len(ids) < size:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            break
-        time.sleep(min(0.05, left))
-        with session_scope(settings) as s:
-            ids += claim(s, size - len(ids))
-    return sorted(ids)
-
-
 @dataclass
 class _Batch:
     """A claimed (or given) batch, read and decoded, waiting for the model."""
@@ -138,8 +101,13 @@ class _Batch:
     have: set[int]  # already predicted by this version: no model run
     ok_rows: list[Any] = field(default_factory=list)
     arrays: list[np.ndarray] = field(default_factory=list)
-    failures: list[tuple[int, str]] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+
+    def alone(self, k: int) -> _Batch:
+        """The batch of its ``k``-th photo to run through the model, alone."""
+        row = self.ok_rows[k]
+        return _Batch(self.model, [row.id], [row], set(), [row], [self.arrays[k]], seconds={})
 
 
 def _prepare(settings: Settings, provider: ModelProvider, *, wait: bool, errors: list[str] | None = None
@@ -150,8 +118,10 @@ def _prepare(settings: Settings, provider: ModelProvider, *, wait: bool, errors:
     with session_scope(settings) as s:
         model = provider.get(s)
         if model is None:
-            if errors is not None and provider.last_error:
-                errors.append(provider.last_error)
+            if provider.last_error:  # the active version cannot be loaded, and nothing stands in for it
+                _fail_unservable(settings, claim_batch(settings, wait=False, session=s), provider.last_error)
+                if errors is not None:
+                    errors.append(provider.last_error)
             return None
         ids = claim_batch(settings, wait=wait, session=s)
     if not ids:
@@ -167,16 +137,16 @@ def _prepare(settings: Settings, provider: ModelProvider, *, wait: bool, errors:
 def _read_and_decode(settings: Settings, model: LoadedModel, ids: list[int], seconds: dict[str, float]) -> _Batch:
     clock = time.perf_counter()
     with session_scope(settings) as s:
-        rows = s.execute(select(Image.id, Image.listing_id, Image.normalized_key).where(Image.id.in_(ids))
-                         .order_by(Image.id)).all()
+        rows = s.execute(select(Image.id, Image.listing_id, Image.normalized_key, Image.attempts)
+                         .where(Image.id.in_(ids)).order_by(Image.id)).all()
         have = set(s.scalars(select(Prediction.image_id).where(
             Prediction.image_id.in_(ids), Prediction.model_version_id == model.version_id)))
     batch = _Batch(model, ids, rows, have, seconds=seconds)
     todo = [r for r in rows if r.id not in have]
     seconds["read"], clock = time.perf_counter() - clock, time.perf_counter()
-    for row, item in zip(todo, _load_photos(settings, [r.normalized_key for r in todo], model.image_size)):
-        if isinstance(item, str):
-            batch.failures.append((row.id, item[:300]))
+    for row, item in zip(todo, load_photos(settings, [r.normalized_key for r in todo], model.image_size)):
+        if isinstance(item, Failure):
+            batch.failures.append(Failure(row.id, item.reason, item.permanent))
         else:
             batch.ok_rows.append(row)
             batch.arrays.append(item)
@@ -207,8 +177,7 @@ def predict_batch(settings: Settings, provider: ModelProvider, *, wait: bool = T
         result.model = provider.current.name if provider.current else None
         return result
     try:
-        probs = _infer(settings, batch)
-        return _write(settings, provider, batch, probs, mark_state=True)
+        return _write_isolating(settings, provider, batch, _infer_isolating(settings, batch))
     except BaseException:
         _release(settings, batch.ids)
         raise
@@ -227,7 +196,7 @@ def predict_pending(settings: Settings, provider: ModelProvider, *, budget_s: fl
     current = _prepare(settings, provider, wait=True, errors=total.errors)
     if current is None:
         return total
-    helper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference-io", initializer=_background_priority)
+    helper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference-io", initializer=background_priority)
     writes: list = []  # futures of BatchResult, in order
     claimed: list[_Batch] = [current]  # prepared, not yet written
     upcoming = None
@@ -235,8 +204,8 @@ def predict_pending(settings: Settings, provider: ModelProvider, *, budget_s: fl
         while current is not None:
             upcoming = (helper.submit(_prepare, settings, provider, wait=True)
                         if time.monotonic() - started < budget else None)
-            probs = _infer(settings, current)
-            writes.append(helper.submit(_write, settings, provider, current, probs, mark_state=True))
+            probs = _infer_isolating(settings, current)
+            writes.append(helper.submit(_write_isolating, settings, provider, current, probs))
             if len(writes) > 1:
                 total.add(writes[-2].result())  # raises if the previous write failed
                 claimed.pop(0)
@@ -270,58 +239,66 @@ def predict_images(settings: Settings, model: LoadedModel, image_ids: Sequence[i
     return _write(settings, None, batch, _infer(settings, batch), mark_state=False)
 
 
-def _background_priority() -> None:
-    """Lower this helper thread's scheduling priority (Linux: per thread), so that claiming, decoding
-    and writing fill the gaps around the model's threads instead of stalling one of them (a parallel
-    operator waits for its slowest thread). They need a few percent of the time the model takes."""
+def _infer_isolating(settings: Settings, batch: _Batch) -> np.ndarray:
+    """The model's answers for the batch. If the batch raises, each photo is run alone: the ones that
+    raise again become failures of their own (``batch.failures``), the others are answered."""
     try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
-    except (AttributeError, OSError):  # not Linux, or not allowed: no harm
-        pass
+        return _infer(settings, batch)
+    except Exception as exc:  # noqa: BLE001 - find the photo(s) it came from
+        if len(batch.ok_rows) == 1:
+            batch.failures.append(failure_of(batch.ok_rows[0].id, exc))
+            batch.ok_rows, batch.arrays = [], []
+            return np.zeros((0, len(batch.model.classes)), np.float32)
+    answers, kept = [], []
+    for k, row in enumerate(batch.ok_rows):
+        try:
+            answers.append(_infer(settings, batch.alone(k)))
+            kept.append(k)
+        except Exception as exc:  # noqa: BLE001 - this photo's own failure
+            batch.failures.append(failure_of(row.id, exc))
+    batch.ok_rows, batch.arrays = [batch.ok_rows[k] for k in kept], [batch.arrays[k] for k in kept]
+    return np.concatenate(answers) if answers else np.zeros((0, len(batch.model.classes)), np.float32)
+
+
+def _write_isolating(settings: Settings, provider: ModelProvider | None, batch: _Batch,
+                     probs: np.ndarray) -> BatchResult:
+    """``_write`` the batch; if that raises, write each photo alone and record the ones that fail."""
+    try:
+        return _write(settings, provider, batch, probs, mark_state=True)
+    except Exception:  # noqa: BLE001 - find the photo(s) it came from
+        log.warning("writing a batch of %d failed; writing its photos one by one", len(batch.ids), exc_info=True)
+    total = BatchResult(model=batch.model.name, batches=1, seconds=batch.seconds)
+    for k, row in enumerate(batch.ok_rows):
+        try:
+            total.add(_write(settings, provider, batch.alone(k), probs[k:k + 1], mark_state=True))
+        except Exception as exc:  # noqa: BLE001 - this photo's own failure
+            batch.failures.append(failure_of(row.id, exc))
+    rest = {f.image_id for f in batch.failures} | batch.have
+    total.add(_write(settings, provider, _Batch(batch.model, sorted(rest), [r for r in batch.rows if r.id in rest],
+                                                batch.have, failures=batch.failures), probs[:0], mark_state=True))
+    total.batches = 1
+    return total
+
+
+def _fail_unservable(settings: Settings, ids: list[int], reason: str) -> None:
+    """A claimed batch that no model can serve: a counted, transient failure for each photo."""
+    if ids:
+        with session_scope(settings) as s:
+            attempts = dict(s.execute(select(Image.id, Image.attempts).where(Image.id.in_(ids))).all())
+            record_failures(s, settings, Stage.inference.value, [Failure(i, reason[:300]) for i in ids], attempts)
 
 
 def _release(settings: Settings, ids: Sequence[int]) -> None:
-    """Give claimed rows back after a failed batch (best effort: otherwise the sweeper does it)."""
+    """Give claimed rows back when the work was interrupted (a shutdown, a time limit), uncounted
+    (best effort: otherwise the sweeper takes them back when their lease ends, and counts them)."""
     try:
         with session_scope(settings) as s:
             s.execute(update(Image).where(Image.id.in_(list(ids)), Image.stage == Stage.inference.value,
                                           Image.state == State.running.value)
-                      .values(state=State.pending.value, updated_at=utcnow()))
+                      .values(state=State.pending.value, lease_until=None, updated_at=db_now(s),
+                              next_attempt_at=db_now(s)))
     except Exception as exc:  # noqa: BLE001 - the original error matters more
         log.warning("could not give back %d claimed photos (the sweeper will): %s", len(ids), exc)
-
-
-def _load_one(store, key: str | None, size: int) -> np.ndarray | str:
-    from autodetect.model.runtime import load_image
-
-    if not key:
-        return "no normalized photo recorded for this image"
-    try:
-        path = store.path(key)
-    except ValueError as exc:
-        return f"bad store key: {exc}"
-    if not path.is_file():
-        return f"photo file missing from the store: {key}"
-    try:
-        return load_image(path, size)
-    except (OSError, ValueError, TypeError) as exc:
-        return f"photo unreadable from the store: {exc}"
-
-
-_decoders: ThreadPoolExecutor | None = None
-
-
-def _load_photos(settings: Settings, keys: Sequence[str | None], size: int) -> list[np.ndarray | str]:
-    """Decode the photos (Pillow releases the GIL: two threads), an error string for each that fails."""
-    from autodetect.images.store import ImageStore
-
-    global _decoders
-    store = ImageStore(settings.data_dir / "images")
-    if len(keys) < 4:
-        return [_load_one(store, k, size) for k in keys]
-    if _decoders is None:  # created lazily: after fork, in the process that uses it
-        _decoders = ThreadPoolExecutor(max_workers=2, thread_name_prefix="decode", initializer=_background_priority)
-    return list(_decoders.map(lambda k: _load_one(store, k, size), keys))
 
 
 def _write(settings: Settings, provider: ModelProvider | None, batch: _Batch, probs: np.ndarray, *,
@@ -331,9 +308,9 @@ def _write(settings: Settings, provider: ModelProvider | None, batch: _Batch, pr
     clock = time.perf_counter()
     model, ok_rows, have, failures = batch.model, batch.ok_rows, batch.have, batch.failures
     result = BatchResult(model=model.name, batches=1, seconds=batch.seconds)
-    now = utcnow()
     done_ids = [r.id for r in ok_rows] + sorted(have)
     with session_scope(settings) as s:
+        now = db_now(s)
         if ok_rows:
             top = probs.argmax(axis=1)
             # executemany of one cached statement (batched into one INSERT by the driver dialect)
@@ -348,14 +325,14 @@ def _write(settings: Settings, provider: ModelProvider | None, batch: _Batch, pr
                         and not (provider is not None and provider.is_broken(active_id)))
             if switched:  # promoted meanwhile: these photos need the new version's prediction too
                 s.execute(update(Image).where(Image.id.in_(done_ids))
-                          .values(state=State.pending.value, error=None, updated_at=now))
+                          .values(state=State.pending.value, error=None, lease_until=None, updated_at=now,
+                                  next_attempt_at=now))
                 result.requeued = done_ids
             else:
                 s.execute(update(Image).where(Image.id.in_(done_ids))
-                          .values(stage=Stage.done.value, state=State.done.value, error=None, updated_at=now))
-        for image_id, error in failures:
-            s.execute(update(Image).where(Image.id == image_id)
-                      .values(stage=Stage.inference.value, state=State.failed.value, error=error, updated_at=now))
+                          .values(stage=Stage.done.value, state=State.done.value, error=None, lease_until=None,
+                                  updated_at=now))
+        _record(s, settings, batch, mark_state)
         # The listings of these photos, and of their duplicates elsewhere, which reuse the prediction.
         written = set(done_ids)
         listings = {r.listing_id for r in batch.rows if r.id in written}
@@ -365,7 +342,21 @@ def _write(settings: Settings, provider: ModelProvider | None, batch: _Batch, pr
     result.seconds["write"] = time.perf_counter() - clock
     result.predicted, result.skipped, result.failed = len(ok_rows), len(have), len(failures)
     result.listings = len(listings)
-    result.errors = [e for _, e in failures]
+    result.errors = [f.reason for f in failures]
     if failures:
-        log.warning("%d of %d photos failed: %s", len(failures), len(batch.ids), failures[0][1])
+        log.warning("%d of %d photos failed: %s", len(failures), len(batch.ids), failures[0].reason)
     return result
+
+
+def _record(session: Session, settings: Settings, batch: _Batch, mark_state: bool) -> None:
+    """The batch's failures on their rows: counted with their fate in the pipeline, or (tagging with
+    another version, rows not claimed) simply marked failed with the reason."""
+    if not batch.failures:
+        return
+    if mark_state:
+        attempts = {r.id: r.attempts for r in batch.rows}
+        record_failures(session, settings, Stage.inference.value, batch.failures, attempts)
+        return
+    for f in batch.failures:
+        session.execute(update(Image).where(Image.id == f.image_id).values(
+            stage=Stage.inference.value, state=State.failed.value, error=f.reason, updated_at=utcnow()))

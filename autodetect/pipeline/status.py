@@ -28,12 +28,8 @@ def pipeline_status(session: Session, *, suspects: int = 10) -> dict[str, Any]:
     ]
     duplicates = session.execute(select(func.count()).select_from(Image).where(Image.duplicate_of_id.is_not(None))).scalar_one()
     conflicts = session.execute(select(func.count()).select_from(Image).where(Image.label_conflict.is_(True))).scalar_one()
-    errors = [
-        {"error": e, "photos": n}
-        for e, n in session.execute(
-            select(Image.error, func.count()).where(Image.state == "failed").group_by(Image.error)
-            .order_by(func.count().desc()).limit(8))
-    ]
+    errors = _reasons(session, Image.state == "failed")
+    retrying = _reasons(session, Image.state == "pending", Image.attempts > 0)
     active = active_version(session)
     model = None
     tagged = 0
@@ -67,6 +63,7 @@ def pipeline_status(session: Session, *, suspects: int = 10) -> dict[str, Any]:
         "duplicates": duplicates,
         "label_conflicts": conflicts,
         "errors": errors,
+        "retrying": retrying,
         "model": model,
         "last_check": check and {"at": check.at.isoformat(timespec="seconds"), "fire": check.fire, "reason": check.reason},
         "last_trigger": fired and {"at": fired.at.isoformat(timespec="seconds"), "trigger": fired.trigger,
@@ -74,3 +71,13 @@ def pipeline_status(session: Session, *, suspects: int = 10) -> dict[str, Any]:
         "training_runs": runs,
         "suspects": suspect_rows,
     }
+
+
+def _reasons(session: Session, *where, limit: int = 8) -> list[dict[str, Any]]:
+    """The most common reasons among the photos matching ``where``, per stage, with their counts."""
+    return [
+        {"stage": stage, "error": e, "photos": n}
+        for stage, e, n in session.execute(
+            select(Image.stage, Image.error, func.count()).where(*where).group_by(Image.stage, Image.error)
+            .order_by(func.count().desc()).limit(limit))
+    ]

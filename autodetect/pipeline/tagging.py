@@ -17,12 +17,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Literal
 
 from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from autodetect.db import session_scope
+from autodetect.db import db_now, session_scope
 from autodetect.pipeline.dispatch import Dispatch, no_dispatch
 from autodetect.settings import Settings
 from autodetect.storage import (
@@ -32,7 +33,6 @@ from autodetect.storage import (
     Stage,
     State,
     VersionStatus,
-    utcnow,
 )
 
 Mode = Literal["missing", "all"]
@@ -63,18 +63,21 @@ def _taggable(mode: Mode, version_id: int):
     return Image.duplicate_of_id.is_(None) & or_(done, failed)
 
 
-def queue_for_tagging(session: Session, mode: Mode, version_id: int, *, id_range: tuple[int, int] | None = None
-                      ) -> list[int]:
-    """Put the photos that ``mode`` selects back in the inference stage (``pending``); returns the ids
-    now pending in the inference stage (including those pending already), within ``id_range``
-    (inclusive) if given. Rows in flight (``running``) are left to their batch or the sweeper."""
+def queue_for_tagging(session: Session, mode: Mode, version_id: int, *, id_range: tuple[int, int] | None = None,
+                      due_in_s: float = 300.0) -> list[int]:
+    """Put the photos that ``mode`` selects back in the inference stage (``pending``, attempts from
+    zero, sent again by the sweeper if still waiting in ``due_in_s``); returns the ids now pending in
+    the inference stage (including those pending already), within ``id_range`` (inclusive) if given.
+    Rows in flight (``running``) are left to their batch or the sweeper."""
     where = _taggable(mode, version_id)
     pending = (Image.stage == Stage.inference.value) & (Image.state == State.pending.value)
     if id_range is not None:
         in_range = Image.id.between(*id_range)
         where, pending = where & in_range, pending & in_range
+    now = db_now(session)
     session.execute(update(Image).where(where).values(stage=Stage.inference.value, state=State.pending.value,
-                                                      error=None, updated_at=utcnow()))
+                                                      error=None, attempts=0, lease_until=None, updated_at=now,
+                                                      next_attempt_at=now + timedelta(seconds=due_in_s)))
     return list(session.execute(select(Image.id).where(pending).order_by(Image.id)).scalars())
 
 
@@ -120,7 +123,7 @@ def start_tagging(settings: Settings, mode: Mode, version: str | int | None = No
         lo, hi = ids[start], ids[min(start + settings.tag_chunk_size, len(ids)) - 1]
         with session_scope(settings) as s:
             if plan.active:
-                chunk = queue_for_tagging(s, mode, plan.version_id, id_range=(lo, hi))
+                chunk = queue_for_tagging(s, mode, plan.version_id, id_range=(lo, hi), due_in_s=settings.stale_after_s)
             else:
                 chunk = _missing_ids(s, mode, plan.version_id, (lo, hi))
         if not chunk:

@@ -1,5 +1,10 @@
-"""Retraining: the trigger's decision, the dataset snapshot, and a run that trains, evaluates,
-registers and promotes a candidate only if it matches or beats the active version on the same test set.
+"""A training run: train, evaluate, register, and promote the candidate only if it matches or beats
+the active version on the same test set (the trigger that asks for runs: ``retraining``).
+
+The run holds a heartbeat (``heartbeat_at``, every ``training_heartbeat_s``) while it works, whether a
+worker or the command line runs it, so the sweeper never takes a live run and does take a dead one.
+Its version is named after the run's id (allocated by the database). A run that raises is ``failed``
+with its reason; the trigger backs off before trying again.
 
 TensorFlow is imported only inside ``run_training`` (the training worker, after fork)."""
 
@@ -7,130 +12,27 @@ from __future__ import annotations
 
 import logging
 import shutil
+import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy import update
+from sqlalchemy.orm import Session
 
+from autodetect.db import db_now, session_scope
 from autodetect.model import registry
-from autodetect.db import session_scope
 from autodetect.model.split import Sample, Split, select_classes, split_samples
 from autodetect.pipeline.dispatch import Dispatch
-from autodetect.settings import Settings
-from autodetect.storage import (
-    CarClass,
-    Image,
-    Listing,
-    ModelVersion,
-    Stage,
-    State,
-    TrainingCheck,
-    TrainingRun,
-    VersionStatus,
-    utcnow,
-)
+from autodetect.pipeline.fates import describe
+from autodetect.pipeline.retraining import labelled_samples
 from autodetect.pipeline.tagging import queue_for_tagging
+from autodetect.settings import Settings
+from autodetect.storage import ModelVersion, Stage, TrainingRun, VersionStatus, utcnow
 
 log = logging.getLogger(__name__)
-
-
-# --- the dataset --------------------------------------------------------------------------------
-def labelled_samples(session: Session, settings: Settings) -> list[Sample]:
-    """Every unique, labelled, stored photo; listings joined by duplicate photos share one group,
-    so no duplicate group can straddle the split."""
-    rows = session.execute(
-        select(Image.id, Image.normalized_key, CarClass.name, Image.listing_id)
-        .join(Listing, Listing.id == Image.listing_id).join(CarClass, CarClass.id == Listing.class_id)
-        .where(Image.duplicate_of_id.is_(None), Image.normalized_key.is_not(None),
-               Image.stage.in_((Stage.inference.value, Stage.done.value)), Image.state != State.failed.value)
-        .order_by(Image.id)
-    ).all()
-    original = aliased(Image)
-    edges = session.execute(
-        select(Image.listing_id, original.listing_id).join(original, original.id == Image.duplicate_of_id)
-    ).all()
-    parent: dict[int, int] = {}
-
-    def find(x: int) -> int:
-        while parent.get(x, x) != x:
-            parent[x] = parent.get(parent[x], parent[x])
-            x = parent[x]
-        return x
-
-    for a, b in edges:
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    root = settings.data_dir / "images"
-    return [Sample(path=str(root / key), label=name, group=f"g{find(listing)}", listing=f"l{listing}")
-            for _, key, name, listing in rows]
-
-
-# --- the trigger --------------------------------------------------------------------------------
-@dataclass
-class Decision:
-    fire: bool
-    trigger: str | None
-    reason: str
-
-
-def decide(session: Session, settings: Settings) -> Decision:
-    samples = labelled_samples(session, settings)
-    counts = Counter(s.label for s in samples)
-    eligible = sorted(c for c, n in counts.items() if n >= settings.min_photos_per_class)
-    active = registry.active_version(session)
-    busy = session.execute(select(func.count()).select_from(TrainingRun)
-                           .where(TrainingRun.state.in_(("pending", "running")))).scalar_one()
-    if busy:
-        return Decision(False, None, "a training run is already pending or running")
-    if active is None:
-        if len(eligible) >= 2:
-            return Decision(True, "first", f"no model yet; {len(eligible)} classes have >= "
-                                           f"{settings.min_photos_per_class} labelled unique photos ({sum(counts.values())} photos)")
-        return Decision(False, None, f"no model yet; {len(eligible)} of the 2 classes needed have >= "
-                                     f"{settings.min_photos_per_class} labelled unique photos")
-    # Compare with the newest trained version, promoted or not: a rejected candidate already saw
-    # these photos and classes, and retraining on the same data would loop.
-    latest = session.execute(select(ModelVersion).where(ModelVersion.status != VersionStatus.failed.value)
-                             .order_by(ModelVersion.id.desc()).limit(1)).scalar_one()
-    new_classes = sorted(set(eligible) - set(latest.classes))
-    if new_classes:
-        return Decision(True, "new_class", f"{len(new_classes)} class(es) reached the minimum since {latest.name}: "
-                                           f"{', '.join(new_classes[:5])}")
-    known = int(latest.dataset.get("photos", 0))
-    new = sum(counts[c] for c in eligible) - known
-    needed = min(settings.retrain_min_new_photos, max(1, int(settings.retrain_min_new_share * known)))
-    if new >= needed:
-        return Decision(True, "new_photos", f"{new} new labelled unique photos since {latest.name} (threshold {needed})")
-    return Decision(False, None, f"{new} new labelled unique photos since {latest.name}; threshold {needed}")
-
-
-def request_run(session: Session, trigger: str, reason: str, params: dict[str, Any] | None = None) -> TrainingRun:
-    existing = session.execute(select(TrainingRun).where(TrainingRun.state.in_(("pending", "running")))
-                               .order_by(TrainingRun.id)).scalars().first()
-    if existing is not None:
-        return existing
-    run = TrainingRun(trigger=trigger, reason=reason[:300], state="pending", params=params or {})
-    session.add(run)
-    session.flush()
-    return run
-
-
-def check_retraining(settings: Settings, dispatch: Dispatch) -> tuple[Decision, int | None]:
-    """The beat job: decide, record the decision with its reason, and queue a run if it fires."""
-    with session_scope(settings) as s:
-        decision = decide(s, settings)
-        run_id = request_run(s, decision.trigger, decision.reason).id if decision.fire else None
-        s.add(TrainingCheck(fire=decision.fire, trigger=decision.trigger, reason=decision.reason[:300],
-                            training_run_id=run_id))
-    if run_id is not None:
-        dispatch("train", [run_id])
-    return decision, run_id
 
 
 # --- the run ------------------------------------------------------------------------------------
@@ -151,26 +53,30 @@ def run_training(settings: Settings, run_id: int, dispatch: Dispatch,
     """Train a candidate for run ``run_id`` and promote it if it is at least as good. Idempotent:
     a run that is not pending (already running elsewhere, or finished) is left alone."""
     with session_scope(settings) as s:
+        now = db_now(s)
         claimed = s.execute(update(TrainingRun).where(TrainingRun.id == run_id, TrainingRun.state == "pending")
-                            .values(state="running", started_at=utcnow()).returning(TrainingRun.params)).first()
+                            .values(state="running", started_at=now, heartbeat_at=now)
+                            .returning(TrainingRun.params, TrainingRun.requeues)).first()
         if claimed is None:
             return {"skipped": True}
-        params = dict(claimed[0] or {})
+        params = dict(claimed.params or {})
+        params["name"] = registry.version_name(run_id, claimed.requeues)
         samples = None if params.get("images") else labelled_samples(s, settings)
     try:
-        if samples is None:  # a folder of DIR/<class>/<photo> (``autodetect train --images DIR``)
-            from autodetect.model.folder_dataset import scan_folder
+        with heartbeat(settings, run_id):
+            if samples is None:  # a folder of DIR/<class>/<photo> (``autodetect train --images DIR``)
+                from autodetect.model.folder_dataset import scan_folder
 
-            samples = scan_folder(settings, Path(params["images"])).samples
-        outcome = _train_and_register(settings, run_id, samples, params, progress)
+                samples = scan_folder(settings, Path(params["images"])).samples
+            outcome = _train_and_register(settings, run_id, samples, params, progress)
     except Exception as exc:
         with session_scope(settings) as s:
             s.execute(update(TrainingRun).where(TrainingRun.id == run_id)
-                      .values(state="failed", error=f"{type(exc).__name__}: {exc}"[:2000], finished_at=utcnow()))
+                      .values(state="failed", error=describe(exc), finished_at=db_now(s)))
         raise
     if outcome.get("promoted") and settings.retag_on_promote:
         with session_scope(settings) as s:
-            ids = queue_for_tagging(s, "missing", outcome["version_id"])
+            ids = queue_for_tagging(s, "missing", outcome["version_id"], due_in_s=settings.stale_after_s)
         dispatch(Stage.inference, ids)
         outcome["retagging"] = len(ids)
     return outcome
@@ -178,6 +84,30 @@ def run_training(settings: Settings, run_id: int, dispatch: Dispatch,
 
 class NotEnoughData(Exception):
     pass
+
+
+@contextmanager
+def heartbeat(settings: Settings, run_id: int) -> Iterator[None]:
+    """While the body runs, a thread stamps the run's ``heartbeat_at`` every ``training_heartbeat_s``
+    (a missed beat, e.g. during a database restart, is logged and the next one tried)."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(settings.training_heartbeat_s):
+            try:
+                with session_scope(settings) as s:
+                    s.execute(update(TrainingRun).where(TrainingRun.id == run_id, TrainingRun.state == "running")
+                              .values(heartbeat_at=db_now(s)))
+            except Exception as exc:  # noqa: BLE001 - the run goes on; four missed beats and it is presumed dead
+                log.warning("training run %s: heartbeat missed: %s", run_id, describe(exc))
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-run-{run_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=10)
 
 
 def _train_and_register(settings: Settings, run_id: int, samples: list[Sample], params: dict[str, Any],
@@ -190,8 +120,7 @@ def _train_and_register(settings: Settings, run_id: int, samples: list[Sample], 
     if len(split.classes) < 2:
         raise NotEnoughData(f"{len(split.classes)} class(es) with >= {min_photos} photos; at least 2 are needed")
     config = train_config(settings, params)
-    with session_scope(settings) as s:
-        name = registry.next_name(s)
+    name = params["name"]
     out = settings.data_dir / "models" / name
     if out.exists():
         shutil.rmtree(out)  # a half-written directory from an interrupted run

@@ -17,7 +17,7 @@ from autodetect.pipeline.download import download_images
 from autodetect.images.fetch import Fetcher
 from autodetect.images.store import ImageStore
 from autodetect.settings import configure
-from autodetect.storage import Image, Listing
+from autodetect.storage import Image, Listing, utcnow
 
 
 def _jpeg(width: int, height: int, colour: tuple[int, int, int]) -> bytes:
@@ -66,7 +66,8 @@ def _state(settings) -> dict[str, tuple]:
 def test_a_batch_records_every_photo_and_a_second_delivery_changes_nothing(tmp_path, template_db, server):
     shutil.copy(template_db, tmp_path / "autodetect.db")
     settings = configure(data_dir=tmp_path, database_url=f"sqlite:///{tmp_path}/autodetect.db",
-                         download_allow_hosts=[server], download_retries=2)
+                         download_allow_hosts=[server], max_attempts=2,
+                         retry_backoff_s=[60, 300], retry_jitter=0.1)
     with session_scope(settings) as s:
         listing = s.execute(insert(Listing).values(source="test", external_id="1", title="t").returning(Listing.id)).scalar()
         names = ["small.jpg", "big.jpg", "gone.jpg", "busy.jpg", "done-before.jpg"]
@@ -82,7 +83,7 @@ def test_a_batch_records_every_photo_and_a_second_delivery_changes_nothing(tmp_p
 
     assert out.done == [by_name["small.jpg"], by_name["big.jpg"]]
     assert out.failed == {by_name["gone.jpg"]: "http 404"}
-    assert out.retry == {by_name["busy.jpg"]: "http 503"} and out.retry_in > 0
+    assert out.retry == {by_name["busy.jpg"]: "http 503"}
     assert out.skipped == [by_name["done-before.jpg"], 999_999]
     assert sent == [("dedup", [by_name["small.jpg"], by_name["big.jpg"]])], "one dispatch for the batch"
     state = _state(settings)
@@ -94,8 +95,12 @@ def test_a_batch_records_every_photo_and_a_second_delivery_changes_nothing(tmp_p
     assert store.read(big[5]) == ROUTES["/big.jpg"][1]
     assert state["gone.jpg"][:4] == ("download", "failed", 1, "http 404")
     assert state["busy.jpg"][:4] == ("download", "pending", 1, "http 503")
+    with session_scope(settings) as s:
+        due = s.scalar(select(Image.next_attempt_at).where(Image.id == by_name["busy.jpg"]))
+    assert 54 <= (due - utcnow()).total_seconds() <= 66, "due after the first backoff (60 s +- 10%)"
 
-    # The same message again: done rows are left alone; the photo that was busy fails for good now.
+    # The same message again: done rows are left alone; the photo that was busy (a retry the sweeper
+    # would send when due) fails for good now, at its second attempt.
     again = download_images(settings, ids, fetcher, store, lambda stage, got: sent.append((stage.value, list(got))))
     assert again.done == [] and again.failed == {by_name["busy.jpg"]: "http 503"} and again.retry == {}
     after = _state(settings)

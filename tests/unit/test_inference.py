@@ -3,6 +3,8 @@ listing averages and the mismatch flag, bad input, model switches, claims and re
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import shutil
 import subprocess
 import sys
@@ -13,17 +15,13 @@ from sqlalchemy import func, select, update
 
 from autodetect.db import session_scope, upgrade
 from autodetect.model.provider import MEASURED_FASTEST, ModelProvider, serving_preference
-from autodetect.pipeline.inference import (
-    claim,
-    claim_batch,
-    predict_batch,
-    predict_pending,
-)
+from autodetect.pipeline.inference import predict_batch, predict_pending
+from autodetect.pipeline.inference_claims import claim, claim_batch
 from autodetect.model.bundle import save_labels
 from autodetect.model.registry import find_version, promote
 from autodetect.settings import configure
 from autodetect.pipeline.status import pipeline_status
-from autodetect.storage import Image, ListingPrediction, Prediction
+from autodetect.storage import Image, ListingPrediction, Prediction, utcnow
 from autodetect.pipeline.sweeper import sweep
 from tests.unit.test_inference_support import (
     ROOT,
@@ -116,7 +114,7 @@ def test_a_vanished_photo_fails_clearly_and_the_rest_succeed(settings, photos):
         assert failed.error == f"photo file missing from the store: {photos['green']}"
         assert sorted(s.scalars(select(Prediction.image_id))) == [ids[0], ids[2]]
         assert s.scalars(select(ListingPrediction.photos)).one() == 2
-        assert pipeline_status(s)["errors"] == [{"error": failed.error, "photos": 1}]
+        assert pipeline_status(s)["errors"] == [{"stage": "inference", "error": failed.error, "photos": 1}]
 
 
 @pytest.mark.parametrize("damage", ["missing_dir", "corrupt_model", "corrupt_labels", "other_classes"])
@@ -209,28 +207,69 @@ def test_a_promotion_during_a_batch_requeues_it_for_the_new_version(settings, ph
     assert _counts(settings) == {"done": 2}
 
 
-def test_a_failing_batch_gives_its_rows_back_and_a_killed_one_is_swept(settings, photos):
+def _row(settings, image_id):
+    with session_scope(settings) as s:
+        return s.execute(select(Image.stage, Image.state, Image.attempts, Image.error, Image.next_attempt_at,
+                                Image.lease_until).where(Image.id == image_id)).one()
+
+
+def _make_due(settings, *where):
+    with session_scope(settings) as s:
+        s.execute(update(Image).where(*where).values(next_attempt_at=utcnow() - timedelta(seconds=1)))
+
+
+def test_a_poison_photo_is_counted_alone_and_its_neighbours_are_predicted(settings, photos):
+    settings = configure(**{**settings.model_dump(), "max_attempts": 2})
     register_version(settings, "v1", RGB)
     ids = add_listings(settings, [{"photos": [photos[c] for c in RGB], "label": "red"}])
     provider = ModelProvider(settings)
     with session_scope(settings) as s:
         model = provider.get(s)
-    real, model.predict = model.predict, lambda x: (_ for _ in ()).throw(RuntimeError("runtime fell over"))
-    with pytest.raises(RuntimeError):
-        predict_batch(settings, provider)
-    assert _counts(settings) == {"pending": 3}, "given back, nothing written"
-    # A worker killed mid-batch: rows stay claimed ("running") until the sweeper puts them back.
+    real = model.predict
+
+    def poisoned(x):  # the runtime falls over on the green photo, whatever batch it is in
+        if (x[..., 1].mean(axis=(1, 2)) > x[..., 0].mean(axis=(1, 2)) + 0.1).any():
+            raise RuntimeError("runtime fell over")
+        return real(x)
+
+    model.predict = poisoned
+    result = predict_batch(settings, provider)
+    assert (result.predicted, result.failed) == (2, 1)
+    green = _row(settings, ids[1])
+    assert green[:4] == ("inference", "pending", 1, "RuntimeError: runtime fell over")
+    assert green.next_attempt_at > utcnow() + timedelta(seconds=30), "backs off before its next try"
+    assert predict_batch(settings, provider).claimed == 0, "not due yet: not claimed"
+    _make_due(settings, Image.id == ids[1])
+    assert predict_batch(settings, provider).failed == 1
+    assert _row(settings, ids[1])[:3] == ("inference", "failed", 2), "failed for good after max_attempts"
+    assert _counts(settings) == {"done": 2, "failed": 1}
+
+
+def test_a_killed_batch_is_swept_counted_and_predicted_once(settings, photos):
+    register_version(settings, "v1", RGB)
+    ids = add_listings(settings, [{"photos": [photos[c] for c in RGB], "label": "red"}])
+    provider = ModelProvider(settings)
+    # A worker killed mid-batch: its rows stay claimed ("running") until their lease ends.
     with session_scope(settings) as s:
         assert claim(s, 2) == ids[:2]
-    model.predict = real
+    assert _row(settings, ids[0]).lease_until > utcnow() + timedelta(seconds=60)
     assert predict_batch(settings, provider).predicted == 1, "the claimed rows are not taken twice"
     sent = []
     sweep(settings, lambda stage, rows: sent.append((getattr(stage, "value", stage), list(rows))))
-    assert ("inference", ids[:2]) in sent
-    assert predict_batch(settings, provider).predicted == 2
+    assert not [x for x in sent if x[0] == "inference"], "inside their lease: left alone"
+    with session_scope(settings) as s:
+        s.execute(update(Image).where(Image.id.in_(ids[:2])).values(lease_until=utcnow() - timedelta(seconds=1)))
+    sweep(settings, lambda stage, rows: sent.append((getattr(stage, "value", stage), list(rows))))
+    assert _row(settings, ids[0])[:3] == ("inference", "pending", 1), "the lost claim counts as an attempt"
+    assert "lost" in _row(settings, ids[0]).error
+    _make_due(settings, Image.id.in_(ids[:2]))
+    sent.clear()
+    sweep(settings, lambda stage, rows: sent.append((getattr(stage, "value", stage), list(rows))))
+    assert sent == [("inference", [ids[0]]), ("inference", [ids[1]])], "tried before: sent alone"
+    assert predict_batch(settings, provider).predicted == 1 and predict_batch(settings, provider).predicted == 1
     # Redelivered messages and a re-pended row that already has its prediction: no new rows, no compute.
     with session_scope(settings) as s:
-        s.execute(update(Image).where(Image.id == ids[0]).values(stage="inference", state="pending"))
+        s.execute(update(Image).where(Image.id == ids[0]).values(stage="inference", state="pending", attempts=0))
     again = predict_batch(settings, provider)
     assert (again.predicted, again.skipped) == (0, 1)
     with session_scope(settings) as s:

@@ -13,7 +13,7 @@ from autodetect.model.provider import ModelProvider
 from autodetect.sources import open_source
 from autodetect.storage import Image, Listing, ListingPrediction, ModelVersion, Prediction, TrainingCheck
 from autodetect.pipeline.sweeper import sweep
-from autodetect.pipeline.training import check_retraining
+from autodetect.pipeline.retraining import check_retraining
 
 
 def _snapshot(settings) -> dict[str, object]:

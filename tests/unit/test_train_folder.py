@@ -15,7 +15,8 @@ from autodetect.cli import app
 from autodetect.db import session_scope, upgrade
 from autodetect.settings import configure
 from autodetect.storage import ModelVersion, TrainingRun
-from autodetect.pipeline.training import request_run, run_training
+from autodetect.pipeline.retraining import request_run
+from autodetect.pipeline.training import run_training
 
 CLASSES = ("circle", "square", "triangle")
 
