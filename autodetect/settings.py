@@ -128,6 +128,12 @@ class Settings(BaseSettings):
     dependency_retries: int = Field(8, ge=0)
     dependency_backoff_max_s: int = Field(60, ge=1)
 
+    #: The fixed part of every task's time limit, on top of the work it may do (see ``stage_time_limit``).
+    task_margin_s: int = Field(60, ge=1)
+    #: The longest one photo's dedup decision may take; one inference batch (decode, model, write).
+    dedup_photo_limit_s: float = Field(5.0, gt=0)
+    inference_batch_limit_s: float = Field(210.0, gt=0)
+
     # --- training runs ----------------------------------------------------------------------
     #: A running training run writes a heartbeat this often; one silent for 4 beats is presumed dead.
     training_heartbeat_s: float = Field(30.0, gt=0)
@@ -192,18 +198,22 @@ class Settings(BaseSettings):
         return self.ebay_auth_url or f"{self.marketplace_url.rstrip('/')}/identity/v1/oauth2/token"
 
     def stage_time_limit(self, stage: str) -> int:
-        """Hard time limit of one task of ``stage`` (seconds); also the lease of the rows it claims,
-        so the sweeper never takes work back from a task that may still be running."""
-        below_broker = self.visibility_timeout - 60
-        return min(below_broker, {
-            "discovery": below_broker,
-            # a batch of photos, each bounded by the total download deadline
-            "download": int(self.download_batch_size * self.download_total_timeout_s) + 60,
-            "dedup": 30 + 5 * self.dedup_batch_size,
-            "inference": int(self.inference_task_budget_s) + 270,
+        """Hard time limit of one task of ``stage`` (seconds): the work it may do plus
+        ``task_margin_s``, below the broker's visibility timeout."""
+        work = {
+            "discovery": self.visibility_timeout,
+            "download": self.download_batch_size * self.download_total_timeout_s,  # each photo has a deadline
+            "dedup": self.dedup_batch_size * self.dedup_photo_limit_s,
+            "inference": self.inference_task_budget_s + self.inference_batch_limit_s,
             "training": self.training_time_limit_s,
-            "maintenance": 120,
-        }[stage])
+            "maintenance": self.task_margin_s,
+        }[stage]
+        return int(min(self.visibility_timeout - 60, work + self.task_margin_s))
+
+    def stage_lease_s(self, stage: str) -> float:
+        """How long a task's claim on its rows lasts: past its time limit, so the sweeper never takes
+        rows from a task that may still be running."""
+        return self.stage_time_limit(stage) + self.task_margin_s / 2
 
     def path(self, *parts: str) -> Path:
         p = self.data_dir.joinpath(*parts)

@@ -72,7 +72,7 @@ def phone_photos(n: int, size: tuple[int, int]) -> list[bytes]:
 
 def model_alone(data_dir: Path, photos: list[bytes], repeat: int) -> dict[str, float]:
     """The active version loaded as the API loads it; per-photo ms for decode+model and the model call alone."""
-    from autodetect.serving.app import _decode_for_model
+    from autodetect.serving.routes.identify import decode_for_model as _decode_for_model
     from autodetect.db import session_scope
     from autodetect.serving.identify import rank
     from autodetect.model.provider import ModelProvider

@@ -115,7 +115,7 @@ def claim_rows(session: Session, settings: Settings, stage: str, ids: Sequence[i
     """Move the ``pending`` rows of ``ids`` in ``stage`` to ``running`` until the stage's lease ends,
     returning ``columns`` of the rows claimed. Rows already running, done or failed are not claimed:
     a second delivery of a message finds nothing to do while the first is at work."""
-    lease = timedelta(seconds=settings.stage_time_limit(stage) + 30)
+    lease = timedelta(seconds=settings.stage_lease_s(stage))
     now = db_now(session)
     claimed = session.execute(
         update(_images)

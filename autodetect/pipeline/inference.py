@@ -44,10 +44,6 @@ from autodetect.pipeline.inference_photos import background_priority, load_photo
 from autodetect.settings import Settings
 from autodetect.storage import Image, ModelVersion, Prediction, Stage, State, VersionStatus, utcnow
 
-# re-exported for autodetect.serving until its imports move: LoadedModel and ModelProvider (imported
-# above, and used here too) and load_serving_model (autodetect/serving/identify.py imports it from here)
-from autodetect.model.provider import load_serving_model  # noqa: F401
-
 log = logging.getLogger(__name__)
 
 

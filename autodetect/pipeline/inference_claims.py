@@ -30,7 +30,7 @@ def claim(session: Session, limit: int, settings: Settings | None = None) -> lis
 
 def _claim_where(session: Session, settings: Settings, now, limit: int, *where) -> list[int]:
     pending = select(Image.id).where(*where).order_by(Image.id).limit(limit).with_for_update(skip_locked=True)
-    lease = timedelta(seconds=settings.stage_time_limit(Stage.inference.value) + 30)
+    lease = timedelta(seconds=settings.stage_lease_s(Stage.inference.value))
     return sorted(session.execute(
         update(Image).where(Image.id.in_(pending.scalar_subquery()))
         .values(state=State.running.value, lease_until=now + lease, updated_at=now).returning(Image.id)

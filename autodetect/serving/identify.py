@@ -9,7 +9,7 @@ import numpy as np
 
 from autodetect.db import session_scope
 from autodetect.images.decode import UndecodableImage, decode_image
-from autodetect.pipeline.inference import LoadedModel, load_serving_model
+from autodetect.model.provider import LoadedModel, load_serving_model
 from autodetect.model.registry import active_version
 from autodetect.settings import Settings
 

@@ -109,6 +109,10 @@ def make_stack(tmp_path: Path, pg_url: str, broker_url: str, sandbox_url: str, *
         "retrain_min_new_share": "100", "crawl_interval_s": "3600", "retrain_check_interval_s": "3",
         "sweeper_interval_s": "2", "stale_after_s": "6", "inference_batch_size": "16",
         "inference_batch_wait_s": "0.1",
+        # Short time limits and leases, and retries seconds apart, so lost work comes back in seconds.
+        "task_margin_s": "5", "inference_batch_limit_s": "20", "inference_task_budget_s": "5",
+        "dedup_photo_limit_s": "2", "download_total_timeout_s": "10", "retry_backoff_s": [1, 2, 4, 8],
+        "retry_jitter": "0.1", "training_heartbeat_s": "2",
     }
     values.update(overrides)
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUTODETECT_")}

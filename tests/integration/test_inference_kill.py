@@ -4,8 +4,8 @@ Real stack: PostgreSQL (a fresh database), Redis, separate ``celery -A workers w
 processes (prefork). The first worker is slowed by ``inference_test_delay_s`` so that it is killed
 holding claimed batches (the one in the model and the next, claimed by its pipeline); its message is
 unacknowledged (and stays so until the broker's visibility
-timeout), its rows stay ``running``. A second worker takes the other messages; the sweeper (with a
-small ``stale_after_s``) returns the killed batch's rows to ``pending`` and re-sends them."""
+timeout), its rows stay ``running`` until their lease ends. A second worker takes the other messages; the sweeper (with a
+short lease) counts the killed batch's rows as a lost attempt and re-sends them, one by one."""
 
 from __future__ import annotations
 

@@ -362,11 +362,11 @@ def test_empty_catalogue_and_no_model(tmp_path, model_root):
                                artifacts={"dir": "models/v9"}, status="active"))
         assert_error(c.post("/identify", files=upload(photo)), 409, "cannot load model v9")
 
-        sup.build_catalogue(settings, [], model_root / "bundle")  # a model, and not one listing
         from sqlalchemy import update
 
-        with session_scope(settings) as s:
+        with session_scope(settings) as s:  # retired first: the schema allows one active version
             s.execute(update(ModelVersion).where(ModelVersion.name == "v9").values(status="retired"))
+        sup.build_catalogue(settings, [], model_root / "bundle")  # a model, and not one listing
         r = c.post("/identify", files=upload(photo), data={"lat": "40", "lon": "-74"})
         assert r.status_code == 200, r.text
         for cand in r.json()["candidates"]:

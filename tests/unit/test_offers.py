@@ -9,16 +9,9 @@ from decimal import Decimal
 
 import pytest
 
-from autodetect.serving.offers import (
-    MAX_RADIUS_KM,
-    LocationError,
-    find_offers,
-    haversine_km,
-    make_origin,
-    price_statistics,
-    quantile,
-    resolve_location,
-)
+from autodetect.serving.offers import find_offers
+from autodetect.serving.places import MAX_RADIUS_KM, LocationError, haversine_km, make_origin, resolve_location
+from autodetect.serving.prices import price_statistics, quantile
 
 
 def test_haversine_known_distances():
