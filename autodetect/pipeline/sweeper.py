@@ -5,8 +5,8 @@ Every photo row says where it stands (see ``autodetect.pipeline.fates``), on the
 - a **running** photo whose ``lease_until`` has passed was lost with its worker (killed, out of
   memory, a native crash): that counts as a failed attempt, and it is sent again alone, so that a
   photo that kills its worker can only take itself down, ``max_attempts`` times at most;
-- a **pending** photo whose ``next_attempt_at`` has passed is sent again: its message was lost (a
-  flushed broker), or its backoff after a transient failure is over;
+- a **pending** photo whose ``next_attempt_at`` has passed is sent: its backoff after a failure is
+  over, or its message was lost (a flushed broker; sent again every ``stale_after_s`` until taken);
 - a running photo inside its lease, or a pending one not yet due, is left alone: it is queued or
   being worked on.
 
@@ -74,14 +74,17 @@ def reclaim_lost_claims(session: Session, settings: Settings, now: datetime) -> 
 
 
 def _take_due(session: Session, settings: Settings, stage: str, now: datetime) -> list[tuple[int, int]]:
-    """Pending rows of ``stage`` that are due, with their attempts; their next due time moves on by
-    ``stale_after_s`` (the time their new message has to be handled)."""
+    """Pending rows of ``stage`` to send, with their attempts: due (``next_attempt_at`` passed) and
+    either not sent since they became due, or sent more than ``stale_after_s`` ago (that message
+    was lost). Sending stamps ``updated_at``; ``next_attempt_at`` stays, so a claim can still tell a
+    due row from one in backoff."""
+    lost_before = now - timedelta(seconds=settings.stale_after_s)
     due = (select(Image.id).where(Image.stage == stage, Image.state == State.pending.value,
-                                  or_(Image.next_attempt_at.is_(None), Image.next_attempt_at <= now))
+                                  Image.next_attempt_at <= now,
+                                  or_(Image.updated_at < Image.next_attempt_at, Image.updated_at <= lost_before))
            .order_by(Image.next_attempt_at).limit(SWEEP_LIMIT).with_for_update(skip_locked=True))
     rows = session.execute(
-        update(Image).where(Image.id.in_(due.scalar_subquery()))
-        .values(next_attempt_at=now + timedelta(seconds=settings.stale_after_s))
+        update(Image).where(Image.id.in_(due.scalar_subquery())).values(updated_at=now)
         .returning(Image.id, Image.attempts)
     ).all()
     return sorted((r.id, r.attempts) for r in rows)

@@ -215,7 +215,8 @@ def _row(settings, image_id):
 
 def _make_due(settings, *where):
     with session_scope(settings) as s:
-        s.execute(update(Image).where(*where).values(next_attempt_at=utcnow() - timedelta(seconds=1)))
+        s.execute(update(Image).where(*where).values(next_attempt_at=utcnow() - timedelta(seconds=1),
+                                                     updated_at=utcnow() - timedelta(seconds=2)))
 
 
 def test_a_poison_photo_is_counted_alone_and_its_neighbours_are_predicted(settings, photos):
