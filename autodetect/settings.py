@@ -162,6 +162,9 @@ class Settings(BaseSettings):
     retrain_check_interval_s: int = 300
     flower_basic_auth: str = ""  # "user:password"
     api_max_upload_bytes: int = 15 * 1024 * 1024
+    #: Photos ``/identify`` decodes at once per API process (each may need ~130 MiB at the pixel
+    #: limit); a request past it is answered 503 with ``Retry-After`` instead of queueing in memory.
+    api_max_concurrent_decodes: int = Field(2, ge=1)
     # --- the HTTP API ---------------------------------------------------------------------------
     #: Offers within this distance of the person count as "in your area" unless the request says otherwise.
     api_default_radius_km: float = 100.0

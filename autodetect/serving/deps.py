@@ -14,6 +14,8 @@ none of them waits on anything (the middleware has already resolved the settings
 
 from __future__ import annotations
 
+import threading
+
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from functools import partial
@@ -39,6 +41,7 @@ class Service:
         self._settings = settings
         self._provider: ModelProvider | None = None
         self._store: ImageStore | None = None
+        self._decodes: threading.BoundedSemaphore | None = None
 
     @property
     def settings(self) -> Settings:
@@ -56,6 +59,13 @@ class Service:
     def started_provider(self) -> ModelProvider | None:
         """The model provider if a request has needed it yet, else None (without starting one)."""
         return self._provider
+
+    @property
+    def decode_slots(self) -> threading.BoundedSemaphore:
+        """Bounds the photos decoded at once (``api_max_concurrent_decodes``)."""
+        if self._decodes is None:
+            self._decodes = threading.BoundedSemaphore(self.settings.api_max_concurrent_decodes)
+        return self._decodes
 
     @property
     def store(self) -> ImageStore:

@@ -119,7 +119,7 @@ class Error(BaseModel):
     detail: str
 
 
-ERRORS = {code: {"model": Error} for code in (404, 409, 413, 415, 422)}
+ERRORS = {code: {"model": Error} for code in (404, 409, 413, 415, 422, 503)}
 
 
 # --- the dicts behind the shapes ---------------------------------------------------------------------

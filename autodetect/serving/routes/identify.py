@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from autodetect.images.decode import UndecodableImage, decode_image, encode_jpeg, normalize
 from autodetect.serving.body_limit import BodyTooLarge
-from autodetect.serving.deps import ServiceDep, SessionsDep, SettingsDep
+from autodetect.serving.deps import Service, ServiceDep, SessionsDep, SettingsDep
 from autodetect.serving.filters import OfferFilter, currency_code, offer_filter
 from autodetect.serving.offers import OfferSearch, thumbnails
 from autodetect.serving.schemas import ERRORS, IdentifyOut, class_fields, offer_json
@@ -48,7 +48,7 @@ def identify(
                              radius_km=radius_km, currency=wanted_currency)
         model = service.model(session)
     t1 = time.perf_counter()
-    jpeg = decode_for_model(settings, data)
+    jpeg = decode_bounded(service, data)
     t2 = time.perf_counter()
     from autodetect.serving.identify import rank
 
@@ -73,6 +73,18 @@ def read_upload(photo: UploadFile, limit: int) -> bytes:
     if len(data) > limit:
         raise BodyTooLarge(limit)
     return data
+
+
+def decode_bounded(service: Service, data: bytes) -> bytes:
+    """``decode_for_model`` in one of the process's decode slots; 503 with ``Retry-After`` when all
+    are taken (memory stays bounded however many uploads arrive at once)."""
+    if not service.decode_slots.acquire(blocking=False):
+        raise HTTPException(503, f"busy: {service.settings.api_max_concurrent_decodes} photos are being decoded; "
+                                 "try again in a second", headers={"Retry-After": "1"})
+    try:
+        return decode_for_model(service.settings, data)
+    finally:
+        service.decode_slots.release()
 
 
 def decode_for_model(settings: Settings, data: bytes) -> bytes:
