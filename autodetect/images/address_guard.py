@@ -1,5 +1,12 @@
-"""The address guard against server-side request forgery (SSRF): which IP addresses are public,
-and the allow-list that lets chosen non-public hosts, IPs and networks through.
+"""The address guard against server-side request forgery (SSRF): which URLs are well-formed enough to
+fetch, which IP addresses are public, and the allow-list that lets chosen non-public hosts, IPs and
+networks through.
+
+A URL (a photo's own or a redirect's target) is refused, as ``PermanentFetchError("malformed URL:
+why")`` (``malformed redirect URL: why``), when it is not text, longer than ``MAX_URL_LENGTH``, holds a
+control character, does not parse (a bad IPv6 literal, a bad port...) or names a host that no DNS
+name can be (an empty or over-long label, a character DNS does not carry); ``bad scheme: S`` when it
+is not ``http``/``https``, ``bad url: credentials in url`` when it carries a user or password.
 
 Every address a host resolves to is checked: private, loopback, link-local, multicast, reserved,
 unspecified and other non-global addresses (also when embedded in IPv6: IPv4-mapped, 6to4, Teredo,
@@ -18,12 +25,26 @@ open every service listening on loopback.
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass
 from typing import Iterable
+from urllib.parse import SplitResult, urlsplit
 
 from autodetect.images.errors import PermanentFetchError, TransientFetchError
 
-__all__ = ["AllowList", "IPAddress", "IPNetwork", "classify_address", "normalize_host"]
+__all__ = [
+    "MAX_URL_LENGTH",
+    "AllowList",
+    "IPAddress",
+    "IPNetwork",
+    "check_host_name",
+    "check_text",
+    "check_url",
+    "classify_address",
+    "malformed",
+    "normalize_host",
+    "parse_problem",
+]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -106,6 +127,86 @@ class _AllowEntry:
 
 def normalize_host(host: str) -> str:
     return host.strip().lower().rstrip(".")
+
+
+# --- malformed URLs ---------------------------------------------------------------------------------
+
+#: Longer URLs are refused: servers answer 414 (nginx's default limit is 8 KiB) and reasons stay short.
+MAX_URL_LENGTH = 8192
+SCHEMES = ("http", "https")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_LABEL = re.compile(r"[a-z0-9_-]{1,63}")
+#: The messages of ``urlsplit`` and of requests' URL parser, in a few words of ours: they quote the
+#: URL, which may be long or hold anything, so only their fixed parts are matched, never echoed.
+_PARSE_ERRORS = tuple((re.compile(pattern, re.S), why) for pattern, why in (
+    (r"Invalid IPv6 URL\Z", "Invalid IPv6 URL"),
+    (r".* does not appear to be an IPv4 or IPv6 address\Z", "bad address in brackets"),
+    (r"An IPv4 address cannot be in brackets\Z", "bad address in brackets"),
+    (r"netloc .* contains invalid characters under NFKC normalization\Z", "invalid characters in the host"),
+    (r"Port (could not be cast to integer|out of range)", "bad port"),
+    (r"Failed to parse: .* is not a valid host or port\Z", "bad host or port"),
+    (r"Failed to parse: Host .* contains invalid character", "invalid character in the host"),
+    (r"URL has an invalid label", "bad host name"),
+    (r"Invalid URL .*: No host supplied\Z", "no host"),
+))
+
+
+def malformed(what: str, why: str) -> PermanentFetchError:
+    """``malformed URL: why`` (``what`` is ``URL`` or ``redirect URL``)."""
+    return PermanentFetchError(f"malformed {what}: {why}")
+
+
+def parse_problem(exc: BaseException) -> str:
+    """A few words for why a URL did not parse (never the URL itself: it may be long)."""
+    if isinstance(exc, UnicodeError):
+        return "bad host name"
+    text = str(exc)
+    return next((why for pattern, why in _PARSE_ERRORS if pattern.match(text)), "cannot parse")
+
+
+def check_text(url: object, what: str = "URL") -> str:
+    """The URL (absolute or relative) without surrounding white space, if it is text of at most
+    ``MAX_URL_LENGTH`` characters without control characters; else ``malformed URL: why``."""
+    if not isinstance(url, str):
+        raise malformed(what, f"not text but {type(url).__name__}")
+    url = url.strip()
+    if not url:
+        raise malformed(what, "empty")
+    if len(url) > MAX_URL_LENGTH:
+        raise malformed(what, f"too long ({len(url)} characters, limit {MAX_URL_LENGTH})")
+    if _CONTROL.search(url):
+        raise malformed(what, "control character")
+    return url
+
+
+def check_url(url: object, what: str = "URL") -> SplitResult:
+    """The parts of a URL we may fetch (scheme lower-cased), or PermanentFetchError with the reason:
+    ``malformed URL: ...``, ``bad scheme: S``, ``bad url: credentials in url``."""
+    try:
+        parts = urlsplit(check_text(url, what))
+        port = parts.port
+    except ValueError as exc:
+        raise malformed(what, parse_problem(exc)) from None
+    if port == 0:
+        raise malformed(what, "bad port")
+    scheme = parts.scheme.lower()
+    if scheme not in SCHEMES:
+        raise PermanentFetchError(f"bad scheme: {scheme or 'none'}")
+    if parts.username is not None or parts.password is not None:
+        raise PermanentFetchError("bad url: credentials in url")
+    return parts._replace(scheme=scheme)
+
+
+def check_host_name(host: str, what: str = "URL") -> None:
+    """Nothing for an IP address or a name DNS can carry (ASCII, after IDNA; labels of 1 to 63
+    letters, digits, ``-`` or ``_``; 253 characters in all); else ``malformed URL: bad host name``."""
+    try:
+        ipaddress.ip_address(host)
+        return
+    except ValueError:
+        pass
+    if not host or len(host) > 253 or not all(_LABEL.fullmatch(label) for label in host.split(".")):
+        raise malformed(what, "bad host name")
 
 
 def _parse_allow_entry(entry: str) -> _AllowEntry:

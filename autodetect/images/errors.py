@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import http.client
+
 import urllib3
 
 __all__ = [
@@ -49,8 +51,11 @@ def short_connection_error(exc: BaseException) -> str:
             return "connection refused"
         if isinstance(exc, ConnectionResetError):
             return "connection reset"
-        if isinstance(exc, urllib3.exceptions.ProtocolError) and "Remote end closed" in str(exc):
+        if isinstance(exc, http.client.RemoteDisconnected) or (
+                isinstance(exc, urllib3.exceptions.ProtocolError) and "Remote end closed" in str(exc)):
             return "connection closed by server"
+        if isinstance(exc, http.client.HTTPException):  # a bad status line, too many headers...
+            return "invalid http response"
         nxt = getattr(exc, "reason", None)
         if isinstance(nxt, BaseException):
             exc = nxt

@@ -6,7 +6,9 @@ the photo is gone, is not an image, is too big, or points somewhere we refuse to
 
 The guard against server-side request forgery (SSRF):
 
-* only ``http`` and ``https``; no credentials in the URL;
+* only ``http`` and ``https``; no credentials in the URL; a malformed URL (the photo's own or a
+  redirect's target: a bad IPv6 literal or port, a control character, an over-long URL, a host name
+  DNS cannot carry) is a ``PermanentFetchError`` ("malformed redirect URL: Invalid IPv6 URL");
 * the host is resolved once per hop (``socket.getaddrinfo``) and EVERY address it resolves to is
   checked: private, loopback, link-local, multicast, reserved, unspecified and other non-global
   addresses (also when embedded in IPv6: IPv4-mapped, 6to4, Teredo, NAT64) are refused unless the
@@ -22,11 +24,18 @@ deadline watchdog in ``pinning``, Retry-After and backoff in ``retry_policy``, t
 signatures in ``sniff``.
 
 Limits: connect and read timeouts per socket operation, and a total deadline for the whole fetch
-(redirects included) enforced by a watchdog that shuts the socket down, so a server trickling one byte
-a second (headers or body) is cut at the deadline. The body is capped: a ``Content-Length`` above the
-cap is refused before reading, and the cap is enforced while streaming. The declared content type must
-be ``image/*`` or ``application/octet-stream`` (or absent) and the bytes must start with the signature
-of an image format we decode (JPEG, PNG, GIF, WebP, BMP, TIFF, HEIC, AVIF).
+(DNS lookups and redirects included): DNS lookups run on shared lookup threads and are waited for
+until the deadline, and a watchdog shuts the socket down at the deadline, so neither a resolver that
+never answers nor a server trickling one byte a second (headers or body) holds the calling thread
+longer. (The TLS handshake is bounded as a whole by the connect timeout.) The body is capped: a
+``Content-Length`` above the cap is refused before reading, and the cap is enforced while streaming.
+The declared content type must be ``image/*`` or ``application/octet-stream`` (or absent) and the
+bytes must start with the signature of an image format we decode (JPEG, PNG, GIF, WebP, BMP, TIFF,
+HEIC, AVIF).
+
+Whatever the remote side sends (status, headers, body, redirects, TLS), ``fetch`` raises nothing but
+a ``FetchError``: an error no step foresaw is logged and raised as ``TransientFetchError("unexpected
+error: ...")``, so it is retried a bounded number of times like any other.
 
 One ``Fetcher`` is meant to be shared by all threads of a process: its connection pool is thread-safe
 and sized with ``pool_size``.
@@ -35,10 +44,11 @@ and sized with ``pool_size``.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import socket
 import time
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import requests
@@ -46,7 +56,9 @@ from requests.sessions import merge_setting
 from requests.structures import CaseInsensitiveDict
 import urllib3
 
-from autodetect.images.address_guard import AllowList, normalize_host
+from autodetect.images.address_guard import (
+    AllowList, check_host_name, check_text, check_url, malformed, normalize_host, parse_problem,
+)
 from autodetect.images.errors import (
     FetchError,
     PermanentFetchError,
@@ -54,30 +66,23 @@ from autodetect.images.errors import (
     short_connection_error,
     short_ssl_error,
 )
-from autodetect.images.pinning import Deadline, Pin, PinnedAdapter, current_fetch, system_resolver
+from autodetect.images.pinning import (
+    Deadline, Pin, PinnedAdapter, Resolver, current_fetch, resolve_within, system_resolver,
+)
 from autodetect.images.retry_policy import check_status, is_connect_failure
-from autodetect.images.sniff import describe_unknown, sniff_image_type
+from autodetect.images.sniff import EXTENSIONS, MIME_TYPES, describe_unknown, sniff_image_type
 
 # re-exported for autodetect.pipeline.download until its import moves to retry_policy
 from autodetect.images.retry_policy import backoff_delay  # noqa: F401
 
-__all__ = ["Fetched", "Fetcher"]
+__all__ = ["Fetched", "Fetcher", "Resolver"]
 
-Resolver = Callable[[str, int], Sequence[str]]
+log = logging.getLogger(__name__)
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _REDIRECT_STATUSES = {301, 302, 303, 307, 308}
 _CHUNK = 64 * 1024
 _SNIFF_BYTES = 32
-
-_EXTENSIONS = {
-    "jpeg": "jpg", "png": "png", "gif": "gif", "webp": "webp",
-    "bmp": "bmp", "tiff": "tif", "heic": "heic", "avif": "avif",
-}
-_MIME = {
-    "jpeg": "image/jpeg", "png": "image/png", "gif": "image/gif", "webp": "image/webp",
-    "bmp": "image/bmp", "tiff": "image/tiff", "heic": "image/heic", "avif": "image/avif",
-}
 
 
 @dataclass(frozen=True)
@@ -93,7 +98,7 @@ class Fetched:
     @property
     def ext(self) -> str:
         """File extension for the store: ``jpg``, ``png``, ``gif``, ``webp``, ``bmp``, ``tif``..."""
-        return _EXTENSIONS.get(self.kind, "bin")
+        return EXTENSIONS.get(self.kind, "bin")
 
 
 # --- the fetcher -----------------------------------------------------------------------------------
@@ -107,6 +112,24 @@ def _media_type(header: str | None) -> str:
     return (header or "").split(";", 1)[0].strip().lower()
 
 
+def _clip(text: str, limit: int = 120) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _redirect_target(base: str, resp: requests.Response) -> str:
+    """The absolute URL a redirect points to, or PermanentFetchError."""
+    location = resp.headers.get("Location")
+    if not location or not location.strip():
+        raise PermanentFetchError(f"http {resp.status_code} without Location")
+    try:  # http.client decodes headers as latin-1; servers send UTF-8
+        location = location.encode("latin1").decode("utf8")
+    except UnicodeError:
+        pass
+    location = check_text(location, "redirect URL")
+    try:
+        return urljoin(base, location)
+    except ValueError as exc:  # "Invalid IPv6 URL"...
+        raise malformed("redirect URL", parse_problem(exc)) from None
 
 
 class Fetcher:
@@ -118,7 +141,8 @@ class Fetcher:
     accordingly: ``trust_env=False``, a cookie policy that keeps nothing, the adapter mounted).
     ``pool_size`` is the number of keep-alive connections kept per host: make it at least the
     number of threads downloading at once. ``resolver(host, port) -> [ip]`` replaces DNS (tests);
-    the default calls ``socket.getaddrinfo`` (note: DNS lookups are not covered by the deadline)."""
+    the default calls ``socket.getaddrinfo``. Either runs on a shared lookup thread and is waited for
+    until the fetch's total deadline (``download_total_timeout_s``)."""
 
     def __init__(
         self,
@@ -153,11 +177,16 @@ class Fetcher:
 
     def fetch(self, url: str) -> Fetched:
         """The image at ``url``, following redirects; raises PermanentFetchError or
-        TransientFetchError with a short reason."""
+        TransientFetchError with a short reason, and nothing else."""
         ctx = Deadline(time.monotonic() + self.total_timeout)
         current_fetch.deadline = ctx
         try:
             return self._fetch(url, ctx)
+        except FetchError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - whatever the remote side provoked that no step foresaw
+            log.warning("unexpected error fetching %.200r", url, exc_info=True)
+            raise TransientFetchError(f"unexpected error: {type(exc).__name__}: {_clip(str(exc), 100)}") from exc
         finally:
             current_fetch.deadline = None
             ctx.release()
@@ -175,44 +204,31 @@ class Fetcher:
 
     def _fetch(self, url: str, ctx: Deadline) -> Fetched:
         seen: set[str] = set()
-        current = url
+        current, what = url, "URL"
         for _hop in range(self.max_redirects + 1):
-            prep, host, port = self._prepare(current)
+            prep, host, port = self._prepare(current, what)
             if prep.url in seen:
-                raise PermanentFetchError(f"redirect loop: {prep.url}")
+                raise PermanentFetchError(f"redirect loop: {_clip(prep.url)}")
             seen.add(prep.url)
-            addresses = self._resolve(host, port)
+            addresses = self._resolve(host, port, ctx)
             resp = self._send(prep, host, addresses, ctx)
             try:
                 if resp.status_code in _REDIRECT_STATUSES:
-                    location = resp.headers.get("Location")
-                    if not location:
-                        raise PermanentFetchError(f"http {resp.status_code} without Location")
-                    try:  # http.client decodes headers as latin-1; servers send UTF-8
-                        location = location.encode("latin1").decode("utf8")
-                    except UnicodeError:
-                        pass
-                    current = urljoin(prep.url, location.strip())
+                    current, what = _redirect_target(prep.url, resp), "redirect URL"
                     continue
                 check_status(resp)
                 self._check_headers(resp)
                 data, kind = self._read_body(resp, ctx)
-                return Fetched(data=data, content_type=_MIME[kind], final_url=prep.url, kind=kind)
+                return Fetched(data=data, content_type=MIME_TYPES[kind], final_url=prep.url, kind=kind)
             finally:
                 ctx.release()  # before the connection can go back to the pool
                 resp.close()
         raise PermanentFetchError(f"too many redirects (more than {self.max_redirects})")
 
-    def _prepare(self, url: str) -> tuple[requests.PreparedRequest, str, int]:
-        try:
-            parts = urlsplit(url.strip())
-        except ValueError:
-            raise PermanentFetchError("bad url") from None
-        scheme = parts.scheme.lower()
-        if scheme not in _DEFAULT_PORTS:
-            raise PermanentFetchError(f"bad scheme: {scheme or 'none'}")
-        if parts.username is not None or parts.password is not None:
-            raise PermanentFetchError("bad url: credentials in url")
+    def _prepare(self, url: str, what: str) -> tuple[requests.PreparedRequest, str, int]:
+        """The request for ``url`` (the photo's ``URL`` or a ``redirect URL``), its host and port."""
+        parts = check_url(url, what)
+        scheme = parts.scheme
         url = urlunsplit((scheme, parts.netloc, parts.path or "/", parts.query, ""))
         try:
             # Not ``session.prepare_request``: no cookies or netrc ever apply, and merging them costs
@@ -223,29 +239,33 @@ class Fetcher:
             final = urlsplit(prep.url)
             host = final.hostname
             port = final.port or _DEFAULT_PORTS[scheme]
-        except (requests.exceptions.RequestException, ValueError, UnicodeError):
-            raise PermanentFetchError("bad url") from None
+        except (requests.exceptions.RequestException, ValueError, UnicodeError) as exc:
+            raise malformed(what, parse_problem(exc)) from None
         if not host:
-            raise PermanentFetchError("bad url: no host")
+            raise malformed(what, "no host")
         host = normalize_host(host)
+        check_host_name(host, what)
+        check_text(prep.url, what)  # once percent-encoded, still within the length limit
         netloc_host = f"[{host}]" if ":" in host else host
         prep.headers["Host"] = netloc_host if final.port in (None, _DEFAULT_PORTS[scheme]) else f"{netloc_host}:{port}"
         prep.headers.pop("Cookie", None)
         prep.headers.pop("Authorization", None)
         return prep, host, port
 
-    def _resolve(self, host: str, port: int) -> list[str]:
+    def _resolve(self, host: str, port: int, ctx: Deadline) -> list[str]:
         try:
             ipaddress.ip_address(host)
             addresses: Sequence[str] = [host]
         except ValueError:
             try:
-                addresses = (self._resolver or system_resolver)(host, port)
+                addresses = resolve_within(self._resolver or system_resolver, host, port, ctx.remaining())
             except socket.gaierror as exc:
                 if exc.errno in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", -5)):
                     raise PermanentFetchError(f"dns: unknown host {host}") from None
                 raise TransientFetchError(f"dns: cannot resolve {host}") from None
-            except (OSError, UnicodeError):
+            except UnicodeError:  # the IDNA codec refused the name
+                raise PermanentFetchError(f"dns: bad host name {host}") from None
+            except OSError:
                 raise TransientFetchError(f"dns: cannot resolve {host}") from None
         return self.allow.check(host, port, addresses)
 
@@ -278,7 +298,9 @@ class Fetcher:
                 if not is_connect_failure(exc):
                     raise TransientFetchError(short_connection_error(exc)) from None
                 last = TransientFetchError(short_connection_error(exc))
-            except requests.exceptions.RequestException as exc:
+            except requests.exceptions.InvalidHeader as exc:  # conflicting Content-Length values...
+                raise PermanentFetchError(f"invalid http response: {_clip(str(exc), 80)}") from None
+            except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError) as exc:
                 raise TransientFetchError(f"request failed: {type(exc).__name__}") from None
         if last is None or ctx.remaining() <= 0:
             raise self._timeout(ctx, "")
@@ -293,8 +315,8 @@ class Fetcher:
         media = _media_type(resp.headers.get("Content-Type"))
         if media and not (media.startswith("image/") or media in ("application/octet-stream", "binary/octet-stream")):
             raise PermanentFetchError(f"not an image: {media}")
-        length = resp.headers.get("Content-Length")
-        if length is not None and length.strip().isdigit():
+        length = (resp.headers.get("Content-Length") or "").strip()
+        if length.isascii() and length.isdigit():
             if int(length) > self.max_bytes:
                 raise PermanentFetchError(f"too large: {int(length)} bytes (limit {self.max_bytes})")
             if int(length) == 0:
@@ -345,8 +367,6 @@ class Fetcher:
         if kind is None:
             raise PermanentFetchError(describe_unknown(head))
         return kind
-
-
 
 
 class _NoCookies:

@@ -1,34 +1,103 @@
-"""Connection pinning and the total deadline of a fetch.
+"""Connection pinning, DNS lookups and the total deadline of a fetch.
 
 ``PinnedAdapter`` connects to the IP pinned on the request (an address the guard has checked), never to
 what the host name resolves to now, while the Host header, TLS SNI and certificate check keep the host
 name: DNS rebinding between check and connect is impossible. Its connections register their socket
 with the current fetch's ``Deadline`` (``current_fetch.deadline``, per thread), and one watchdog thread
 per process shuts down the sockets of fetches past their deadline, so a server trickling one byte a
-second is cut at the deadline."""
+second is cut at the deadline.
+
+DNS lookups (``socket.getaddrinfo``, or a resolver passed in) run on a few shared daemon threads
+(``resolve_within``): the fetch waits for the answer until its deadline and then gives up with a
+``TransientFetchError``, so a resolver that never answers (a dead DNS server, a hung NSS module) holds
+a lookup thread, never a download thread. The lookups that hang hold at most ``DNS_THREADS`` threads;
+others queue behind them, and each waits only until its own deadline."""
 
 from __future__ import annotations
 
 import heapq
 import itertools
 import os
+import queue
 import socket
 import threading
 import time
+from concurrent.futures import Future, wait
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Callable, Iterable, Sequence
 
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-__all__ = ["Deadline", "Pin", "PinnedAdapter", "current_fetch", "system_resolver"]
+from autodetect.images.errors import TransientFetchError
+
+__all__ = ["DNS_THREADS", "Deadline", "Pin", "PinnedAdapter", "Resolver", "current_fetch", "resolve_within",
+           "system_resolver"]
+
+Resolver = Callable[[str, int], Sequence[str]]
+
+#: Threads that run DNS lookups, shared by all the fetches of a process.
+DNS_THREADS = 8
 
 
 def system_resolver(host: str, port: int) -> list[str]:
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     return [info[4][0] for info in infos if info[0] in (socket.AF_INET, socket.AF_INET6)]
+
+
+# --- DNS lookups under a deadline -----------------------------------------------------------------
+
+
+class _LookupThreads:
+    """Up to ``size`` daemon threads (started as needed) that run lookups from one queue. Daemon
+    threads: one stuck in ``getaddrinfo`` never holds up the process's exit."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._reinit()
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._reinit)
+
+    def _reinit(self) -> None:
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._started = 0
+
+    def submit(self, fn: Callable, *args: object) -> Future:
+        future: Future = Future()
+        self._jobs.put((future, fn, args))
+        with self._lock:
+            if self._started < self._size:
+                self._started += 1
+                threading.Thread(target=self._work, name=f"dns-{self._started}", daemon=True).start()
+        return future
+
+    def _work(self) -> None:
+        while True:
+            future, fn, args = self._jobs.get()
+            if not future.set_running_or_notify_cancel():
+                continue  # its caller gave up before the lookup began
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller, whatever it is
+                future.set_exception(exc)
+
+
+_lookups = _LookupThreads(DNS_THREADS)
+
+
+def resolve_within(resolver: Resolver, host: str, port: int, timeout: float) -> Sequence[str]:
+    """``resolver(host, port)``, run on a lookup thread and waited for at most ``timeout`` seconds:
+    then ``TransientFetchError("DNS lookup timed out after N s: host")``. The resolver's own errors
+    are raised as they are."""
+    timeout = max(0.0, timeout)
+    future = _lookups.submit(resolver, host, port)
+    if not wait((future,), timeout=timeout).done:
+        future.cancel()  # still queued: it never runs; running: it ends on its own, unheard
+        raise TransientFetchError(f"DNS lookup timed out after {round(timeout, 1):g} s: {host}")
+    return future.result()
 
 
 # --- the total-deadline watchdog ------------------------------------------------------------------

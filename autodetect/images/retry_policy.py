@@ -20,16 +20,19 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
+    if value.isascii() and value.isdigit():  # not "²", which isdigit() too
+        return min(float(value), 1e9)
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when is None:
         return None
     now = time.time() if now is None else now
-    return max(0.0, when.timestamp() - now)
+    try:
+        return max(0.0, when.timestamp() - now)
+    except (OverflowError, OSError, ValueError):  # a date the platform's clock cannot place
+        return None
 
 
 def backoff_delay(

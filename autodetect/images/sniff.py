@@ -3,7 +3,17 @@ JPEG, PNG, GIF, WebP, BMP, TIFF, HEIC, AVIF; and a short reason for bytes that a
 
 from __future__ import annotations
 
-__all__ = ["describe_unknown", "sniff_image_type"]
+__all__ = ["EXTENSIONS", "MIME_TYPES", "describe_unknown", "sniff_image_type"]
+
+#: File extension and MIME type of each format ``sniff_image_type`` names.
+EXTENSIONS = {
+    "jpeg": "jpg", "png": "png", "gif": "gif", "webp": "webp",
+    "bmp": "bmp", "tiff": "tif", "heic": "heic", "avif": "avif",
+}
+MIME_TYPES = {
+    "jpeg": "image/jpeg", "png": "image/png", "gif": "image/gif", "webp": "image/webp",
+    "bmp": "image/bmp", "tiff": "image/tiff", "heic": "image/heic", "avif": "image/avif",
+}
 
 _HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1", b"msf1"}
 _AVIF_BRANDS = {b"avif", b"avis"}

@@ -28,8 +28,9 @@ from PIL import Image
 
 from autodetect.images.decode import decode_image, normalize, perceptual_hash
 from autodetect.images.address_guard import AllowList, classify_address
-from autodetect.images.errors import PermanentFetchError, TransientFetchError
+from autodetect.images.errors import FetchError, PermanentFetchError, TransientFetchError
 from autodetect.images.fetch import Fetched, Fetcher
+from autodetect.images.pinning import DNS_THREADS
 from autodetect.images.retry_policy import backoff_delay, parse_retry_after
 from autodetect.images.sniff import sniff_image_type
 from autodetect.settings import Settings
@@ -174,6 +175,19 @@ def _slow_headers(h):
 
 def _redirect(to: str, status: int = 302) -> Route:
     return lambda h: send(h, status, b"", None, {"Location": to.format(port=h.server.server_port)})
+
+
+def _raw(response: bytes) -> Route:
+    """Answers with these bytes as they are (status line, headers, body: whatever a server may send)."""
+    def route(h):
+        h.wfile.write(response)
+        h.wfile.flush()
+        h.close_connection = True
+    return route
+
+
+def _raw_redirect(location: bytes) -> Route:
+    return _raw(b"HTTP/1.1 302 Found\r\nLocation: " + location + b"\r\nContent-Length: 0\r\n\r\n")
 
 
 def _gzip_bomb() -> bytes:
@@ -323,6 +337,13 @@ def transient(fetcher, target) -> TransientFetchError:
     return err.value
 
 
+def timed_transient(fetcher, target) -> tuple[TransientFetchError, float]:
+    """The TransientFetchError of fetching ``target``, and the seconds it took to come."""
+    t0 = time.monotonic()
+    err = transient(fetcher, target)
+    return err, time.monotonic() - t0
+
+
 # --- the happy paths ---------------------------------------------------------------------------
 
 
@@ -407,9 +428,7 @@ def test_gzip_bomb_cut_at_cap(server, fetcher):
 @pytest.mark.parametrize("path", ["/slow", "/slow-headers"])
 def test_trickling_server_cut_at_total_deadline(server, path):
     f = Fetcher(settings(server.server_port, download_total_timeout_s=1.5))
-    t0 = time.monotonic()
-    err = transient(f, url(server, path))
-    elapsed = time.monotonic() - t0
+    err, elapsed = timed_transient(f, url(server, path))
     assert err.reason == "timed out after 1.5 s"
     assert 1.4 <= elapsed < 2.5
     f.close()
@@ -709,3 +728,215 @@ def test_backoff_delay():
     assert 30.0 <= backoff_delay(0, retry_after=30.0, rng=rng) <= 33.0
     assert backoff_delay(0, retry_after=10_000.0, rng=rng) == 600.0
     assert backoff_delay(3, retry_after=1.0, cap=5.0, rng=rng) <= 5.0
+
+
+# --- poison URLs: every malformed URL is a permanent failure with a short reason ------------------
+
+LONG_PATH = "/" + "a" * 8200
+
+
+@pytest.mark.parametrize(
+    "location,reason",
+    [
+        (b"http://[::1", "malformed redirect URL: Invalid IPv6 URL"),
+        (b"http://[::1/x.jpg", "malformed redirect URL: Invalid IPv6 URL"),
+        (b"http://[zz]/x.jpg", "malformed redirect URL: bad address in brackets"),
+        (b"http://[1.2.3.4]/x.jpg", "malformed redirect URL: bad address in brackets"),
+        (b"http://[::1]]/x.jpg", "malformed redirect URL: bad host or port"),
+        (b"http://127.0.0.1:99999/x.jpg", "malformed redirect URL: bad port"),
+        (b"http://127.0.0.1:abc/x.jpg", "malformed redirect URL: bad port"),
+        (b"http://127.0.0.1:0/x.jpg", "malformed redirect URL: bad port"),
+        (b"http://127.0.0.1/\x01x.jpg", "malformed redirect URL: control character"),
+        (b"/ok.jpg\x7f", "malformed redirect URL: control character"),
+        (b"http://exa\x00mple.test/", "malformed redirect URL: control character"),
+        (b"http://exa mple.test/x.jpg", "malformed redirect URL: invalid character in the host"),
+        ("http://\u2100.test/x.jpg".encode(), "malformed redirect URL: invalid characters in the host"),
+        (b"http://a..b.test/x.jpg", "malformed redirect URL: bad host name"),
+        (b"http://" + b"a" * 64 + b".test/x.jpg", "malformed redirect URL: bad host name"),
+        (b"http://" + b"ab." * 90 + b"test/x.jpg", "malformed redirect URL: bad host name"),
+        (LONG_PATH.encode(), "malformed redirect URL: too long (8201 characters, limit 8192)"),
+        (b"gopher://127.0.0.1/", "bad scheme: gopher"),
+        (b"data:image/png;base64,iVBORw0KGgo=", "bad scheme: data"),
+        (b"http://user:pw@127.0.0.1/x.jpg", "bad url: credentials in url"),
+    ],
+)
+def test_redirect_to_malformed_url_is_permanent(server, fetcher, location, reason):
+    """A photo host's redirect to a URL that does not parse (the poison of issue 11: ``302 Location:
+    http://[::1`` raised a bare ValueError) ends the fetch as a PermanentFetchError."""
+    server.routes["/poison"] = _raw_redirect(location)
+    assert permanent(fetcher, url(server, "/poison")) == reason
+
+
+@pytest.mark.parametrize(
+    "target,reason",
+    [
+        ("http://[::1", "malformed URL: Invalid IPv6 URL"),
+        ("https://[fe80::1/x.jpg", "malformed URL: Invalid IPv6 URL"),
+        ("http://127.0.0.1:65536/x.jpg", "malformed URL: bad port"),
+        ("http://127.0.0.1:-1/x.jpg", "malformed URL: bad port"),
+        ("http://127.0.0.1:{port}/x\x00.jpg", "malformed URL: control character"),
+        ("http://127.0.0.1:{port}/ok.jpg\r\nX-Injected: 1", "malformed URL: control character"),
+        ("http://photos\x85.test/x.jpg", "malformed URL: control character"),
+        ("http://%zz/x.jpg", "malformed URL: bad host or port"),
+        ("http:///x.jpg", "malformed URL: no host"),
+        ("http://a..b/x.jpg", "malformed URL: bad host name"),
+        ("http://photos.test" + LONG_PATH, "malformed URL: too long (8219 characters, limit 8192)"),
+        # ...also when percent-encoding makes it long: 2,000 characters, 3 bytes each, 3 characters a byte
+        ("http://photos.test/" + "\u20ac" * 2000, "malformed URL: too long (18019 characters, limit 8192)"),
+        ("   ", "malformed URL: empty"),
+        (None, "malformed URL: not text but NoneType"),
+        (b"http://127.0.0.1/x.jpg", "malformed URL: not text but bytes"),
+    ],
+)
+def test_malformed_photo_url_is_permanent(server, fetcher, target, reason):
+    if isinstance(target, str):
+        target = target.replace("{port}", str(server.server_port))
+    before = len(server.hosts)
+    assert permanent(fetcher, target) == reason
+    assert len(server.hosts) == before  # refused before any request
+
+
+def test_redirect_loop_reason_stays_short(server, fetcher):
+    long_loop = "/" + "b" * 2000
+    server.routes[long_loop] = _redirect(long_loop)
+    reason = permanent(fetcher, url(server, long_loop))
+    assert reason.startswith("redirect loop: http://127.0.0.1:") and len(reason) <= 140
+
+
+# --- whatever the server answers, nothing but a FetchError comes out ---------------------------
+
+_JPEG_LENGTH = b"Content-Length: %d\r\n" % len(JPEG)
+
+
+@pytest.mark.parametrize(
+    "response,error,reason",
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n" + JPEG, PermanentFetchError,
+         "invalid http response: Content-Length contained multiple unmatching values (5, 6)"),
+        (b"HTTP/1.1 abc OK\r\n\r\n", TransientFetchError, "invalid http response"),
+        (b"\x00\x01\x02 garbage\r\n\r\n", TransientFetchError, "invalid http response"),
+        (b"HTTP/1.1 200 OK\r\n" + b"".join(b"X-%d: a\r\n" % i for i in range(150)) + b"\r\n",
+         TransientFetchError, "invalid http response"),
+        (b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * 70_000 + b"\r\n\r\n", TransientFetchError, "invalid http response"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n", TransientFetchError,
+         "invalid http response while reading the body"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 99999\r\n\r\n" + JPEG, TransientFetchError,
+         "invalid http response while reading the body"),
+        (b"HTTP/1.1 200 OK\r\nContent-Encoding: deflate\r\n" + _JPEG_LENGTH + b"\r\n" + JPEG, PermanentFetchError,
+         "bad content encoding"),
+        (b"HTTP/1.1 999 Whatever\r\nContent-Length: 0\r\n\r\n", TransientFetchError, "http 999"),
+        (b"HTTP/1.1 101 Switching\r\n\r\n", PermanentFetchError, "http 101"),
+        (b"HTTP/1.1 200 OK\r\nContent-Type: \xff\xfe\r\n" + _JPEG_LENGTH + b"\r\n" + JPEG, PermanentFetchError,
+         "not an image: \xff\xfe"),
+        (b"HTTP/1.1 302 Found\r\nLocation:    \r\nContent-Length: 0\r\n\r\n", PermanentFetchError,
+         "http 302 without Location"),
+    ],
+)
+def test_bad_responses_are_fetch_errors(server, fetcher, response, error, reason):
+    server.routes["/bad"] = _raw(response)
+    with pytest.raises(FetchError) as err:
+        fetcher.fetch(url(server, "/bad"))
+    assert (type(err.value), err.value.reason) == (error, reason)
+
+
+def test_unicode_digits_in_headers_are_not_numbers(server, fetcher):
+    """``"\xb2".isdigit()`` is true and ``int("\xb2")`` raises: such a Content-Length is ignored
+    and such a Retry-After is no delay (both raised a bare ValueError)."""
+    server.routes["/sup-length"] = _raw(b"HTTP/1.1 200 OK\r\nContent-Length: \xb2\r\nConnection: close\r\n\r\n" + JPEG)
+    assert fetcher.fetch(url(server, "/sup-length")).data == JPEG
+    server.routes["/sup-retry"] = _raw(b"HTTP/1.1 503 Busy\r\nRetry-After: \xb2\r\nContent-Length: 0\r\n\r\n")
+    err = transient(fetcher, url(server, "/sup-retry"))
+    assert (err.reason, err.retry_after) == ("http 503", None)
+    server.routes["/huge-retry"] = _raw(
+        b"HTTP/1.1 503 Busy\r\nRetry-After: " + b"9" * 400 + b"\r\nContent-Length: 0\r\n\r\n")
+    assert transient(fetcher, url(server, "/huge-retry")).retry_after == 1e9
+
+
+def test_tls_to_a_plain_http_server_is_a_fetch_error(server):
+    f = Fetcher(settings(server.server_port), resolver=lambda host, port: ["127.0.0.1"])
+    assert permanent(f, f"https://images.test:{server.server_port}/ok.jpg") == "tls error: wrong version number"
+
+
+def test_an_error_no_step_foresaw_is_transient_with_its_type(server):
+    """The last net: a resolver answering something that is no address (a ValueError deep in the
+    guard) comes out as a TransientFetchError that names it."""
+    f = Fetcher(settings(server.server_port), resolver=lambda host, port: ["not-an-address"])
+    err = transient(f, f"http://odd.test:{server.server_port}/ok.jpg")
+    assert err.reason.startswith("unexpected error: ValueError: 'not-an-address' does not appear")
+    assert isinstance(err.__cause__, ValueError)
+
+
+# --- every blocking call has a deadline: DNS, and a server that never answers ---------------------
+
+
+@pytest.fixture
+def hung_dns():
+    """A resolver that never answers (until the test ends), and the number of lookups it got."""
+    release = threading.Event()
+    calls = []
+
+    def resolver(host, port):
+        calls.append(host)
+        release.wait(60)
+        return ["127.0.0.1"]
+
+    yield resolver, calls, release
+    release.set()  # the lookup threads are shared by the whole process: give them back
+
+
+def test_dns_that_never_answers_fails_within_the_deadline(server, hung_dns):
+    resolver, calls, _release = hung_dns
+    f = Fetcher(settings(server.server_port, download_total_timeout_s=1.5), resolver=resolver)
+    err, elapsed = timed_transient(f, f"http://never.test:{server.server_port}/ok.jpg")
+    print(f"DNS that never answers: TransientFetchError after {elapsed:.3f} s (deadline 1.5 s)")
+    assert err.reason == "DNS lookup timed out after 1.5 s: never.test"
+    assert 1.45 <= elapsed < 2.0
+    assert calls == ["never.test"]
+
+
+def test_dns_deadline_is_the_fetch_deadline_redirects_included(server, hung_dns):
+    resolver, _calls, _release = hung_dns
+    server.routes["/slow-then-hung-dns"] = lambda h: (
+        time.sleep(0.5), send(h, 302, b"", None, {"Location": f"http://never.test:{h.server.server_port}/ok.jpg"}))
+    f = Fetcher(settings(server.server_port, download_total_timeout_s=1.5), resolver=resolver)
+    err, elapsed = timed_transient(f, url(server, "/slow-then-hung-dns"))
+    assert err.reason.startswith("DNS lookup timed out after ") and err.reason.endswith(" s: never.test")
+    assert 1.45 <= elapsed < 2.0
+
+
+def test_more_hung_lookups_than_lookup_threads_all_end_at_their_deadline(server, hung_dns):
+    """Twice as many fetches as lookup threads, all on a resolver that never answers: the ones queued
+    behind the hung lookups end at their deadline too, and none holds its thread longer."""
+    resolver, calls, _release = hung_dns
+    f = Fetcher(settings(server.server_port, download_total_timeout_s=1.0), resolver=resolver)
+
+    with ThreadPoolExecutor(2 * DNS_THREADS) as pool:
+        results = list(pool.map(lambda i: timed_transient(f, f"http://never{i}.test/x.jpg"), range(2 * DNS_THREADS)))
+    assert all(err.reason.startswith("DNS lookup timed out after 1 s") for err, _ in results)
+    assert max(elapsed for _, elapsed in results) < 1.5
+    assert len(calls) <= DNS_THREADS  # the queued lookups were cancelled, never run
+
+
+def test_lookup_threads_recover_when_the_resolver_answers(server, hung_dns):
+    resolver, _calls, release = hung_dns
+    hung = Fetcher(settings(server.server_port, download_total_timeout_s=0.3), resolver=resolver)
+    for i in range(DNS_THREADS):  # each holds a lookup thread
+        transient(hung, f"http://never{i}.test/x.jpg")
+    quick = Fetcher(settings(server.server_port, download_total_timeout_s=0.3),
+                    resolver=lambda host, port: ["127.0.0.1"])
+    target = f"http://images.test:{server.server_port}/ok.jpg"
+    assert transient(quick, target).reason == "DNS lookup timed out after 0.3 s: images.test"  # queued
+    release.set()
+    assert quick.fetch(target).data == JPEG
+
+
+def test_server_that_accepts_and_never_answers_is_cut_at_the_deadline():
+    with socket.socket() as listener:  # connections complete in the backlog; nothing ever answers
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        port = listener.getsockname()[1]
+        err, elapsed = timed_transient(Fetcher(settings(port, download_total_timeout_s=1.5)),
+                                       f"http://127.0.0.1:{port}/hung.jpg")
+    print(f"server that never answers: TransientFetchError after {elapsed:.3f} s (deadline 1.5 s)")
+    assert err.reason == "timed out after 1.5 s"
+    assert 1.45 <= elapsed < 2.0
