@@ -21,6 +21,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column('next_attempt_at', sa.DateTime(), nullable=True))
         batch.add_column(sa.Column('lease_until', sa.DateTime(), nullable=True))
     op.execute("UPDATE images SET next_attempt_at = updated_at")
+    op.execute("UPDATE images SET lease_until = updated_at WHERE state = 'running'")  # claims made before leases
     op.create_index('ix_images_stage_state_next', 'images', ['stage', 'state', 'next_attempt_at'])
 
     with op.batch_alter_table('training_runs') as batch:
