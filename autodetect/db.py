@@ -149,6 +149,38 @@ def upgrade(settings: Settings | None = None, revision: str = "head") -> None:
     command.upgrade(alembic_config(settings), revision)
 
 
+def embedded_sqlite_path(settings: Settings) -> Path | None:
+    """The SQLite file of ``settings.database_url`` (the embedded database), or None for a server database."""
+    url = make_url(settings.database_url)
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return None
+    return Path(url.database)
+
+
+def prepare_schema(settings: Settings | None = None) -> bool:
+    """On the embedded SQLite database, create or upgrade the schema on first use (the same Alembic
+    migrations), under a file lock beside the file, so that two processes starting together do not
+    race: the second waits for the first, then finds the schema at head. Returns whether it upgraded.
+    On PostgreSQL it does nothing: ``autodetect db upgrade`` stays an explicit step."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+    from filelock import FileLock
+
+    settings = settings or get_settings()
+    path = embedded_sqlite_path(settings)
+    if path is None:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    head = ScriptDirectory.from_config(alembic_config(settings)).get_current_head()
+    with FileLock(f"{path}.lock", timeout=settings.schema_lock_timeout_s):
+        with engine_for(settings.database_url).connect() as conn:
+            current = MigrationContext.configure(conn).get_current_revision()
+        if current == head:
+            return False
+        upgrade(settings)
+        return True
+
+
 def schema_problem(settings: Settings | None = None) -> str | None:
     """None when the database is at the newest schema; otherwise what is wrong and what to run."""
     from alembic.runtime.migration import MigrationContext

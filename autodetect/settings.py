@@ -161,6 +161,14 @@ class Settings(BaseSettings):
     crawl_lease_s: int = Field(300, ge=10)
     retrain_check_interval_s: int = 300
     flower_basic_auth: str = ""  # "user:password"
+    #: Flower's address, for ``autodetect doctor`` (empty: not checked).
+    flower_url: str = ""
+    #: ``autodetect doctor`` and ``GET /health``: each check's deadline; the checks run side by side.
+    doctor_check_timeout_s: float = Field(4.0, gt=0, le=30)
+    #: Free space under ``data_dir`` below which the disk check fails (MiB); under twice this, a warning.
+    min_free_disk_mb: int = Field(1024, ge=0)
+    #: Waiting for another process that is creating the embedded SQLite schema, at most (seconds).
+    schema_lock_timeout_s: float = Field(120.0, gt=0)
     api_max_upload_bytes: int = 15 * 1024 * 1024
     #: Photos ``/identify`` decodes at once per API process (each may need ~130 MiB at the pixel
     #: limit); a request past it is answered 503 with ``Retry-After`` instead of queueing in memory.

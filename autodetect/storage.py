@@ -281,3 +281,12 @@ class CrawlState(Base):
     last_started: Mapped[datetime | None] = mapped_column(DateTime)
     last_finished: Mapped[datetime | None] = mapped_column(DateTime)
     last_stats: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class Beat(Base):
+    """The last time each periodic job ran (``sweep``: the sweeper), on the database's clock: how
+    ``autodetect doctor`` tells whether beat is alive."""
+
+    __tablename__ = "beats"
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime)

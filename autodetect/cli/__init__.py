@@ -4,7 +4,6 @@ the domain modules below it never do."""
 from __future__ import annotations
 
 import functools
-import json
 import os
 import sys
 from collections.abc import Callable
@@ -12,16 +11,15 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
+from autodetect.cli import commands
+from autodetect.cli.output import EXIT_STATUSES, console, fail, print_json, usage
 from autodetect.settings import configure, get_settings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter, if it loads
 
-app = typer.Typer(help="AutoDetect: identify a car's make and model, see the offers nearby.",
+app = typer.Typer(help="AutoDetect: identify a car's make and model, see the offers nearby.\n\n" + EXIT_STATUSES,
                   no_args_is_help=True, pretty_exceptions_show_locals=False)
-console = Console()
 
 sandbox_app = typer.Typer(help="The local marketplace that speaks eBay's Browse API.", no_args_is_help=True)
 models_app = typer.Typer(help="The model registry.", no_args_is_help=True)
@@ -30,51 +28,95 @@ app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(models_app, name="models")
 app.add_typer(db_app, name="db")
 
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document (see the README) instead of tables.")]
 
-@app.callback()
+
+@app.callback(epilog=EXIT_STATUSES)
 def _main(data_dir: Annotated[Optional[Path], typer.Option(help="Data directory (AUTODETECT_DATA_DIR).")] = None,
           database_url: Annotated[Optional[str], typer.Option(help="AUTODETECT_DATABASE_URL")] = None) -> None:
+    from pydantic import ValidationError
+
+    from autodetect.cli.output import configuration_problem
+
     overrides = {k: v for k, v in {"data_dir": data_dir, "database_url": database_url}.items() if v is not None}
-    if overrides:
-        configure(**overrides)
-
-
-def _fail(message: str) -> None:
-    console.print(f"[bold red]error:[/] {message}")
-    raise typer.Exit(2)
+    try:
+        if overrides:
+            configure(**overrides)
+    except ValidationError:
+        pass  # configuration_problem reads the environment again and names the setting
+    problem = configuration_problem()
+    if problem:
+        usage(problem)
 
 
 def _needs_schema(command: Callable[..., None]) -> Callable[..., None]:
-    """A command that reads or writes the database: first a clear message (and exit status 2) when the
-    database is missing, unreachable or behind the code's schema, instead of a traceback."""
+    """A command that reads or writes the database. On the embedded SQLite database the schema is
+    created or upgraded first (under a file lock); on PostgreSQL a database that is missing,
+    unreachable or behind the code's schema is one line (and exit status 1) instead of a traceback."""
 
     @functools.wraps(command)
     def checked(*args, **kwargs) -> None:
-        from autodetect.db import schema_problem
-
-        problem = schema_problem(get_settings())
-        if problem:
-            _fail(problem)
+        _prepare_schema()
         command(*args, **kwargs)
 
     return checked
 
 
+def _prepare_schema() -> None:
+    from filelock import Timeout
+
+    from autodetect.checks import short_error
+    from autodetect.db import prepare_schema, schema_problem
+
+    settings = get_settings()
+    try:
+        prepare_schema(settings)
+    except Timeout:
+        fail(f"another autodetect process held the schema lock beside {settings.database_url} for "
+             f"{settings.schema_lock_timeout_s:.0f} s")
+    except Exception as exc:  # noqa: BLE001 - e.g. a read-only folder, a newer schema than this code's
+        fail(schema_problem(settings) or f"cannot create the schema: {short_error(exc)}")
+    problem = schema_problem(settings)
+    if problem:
+        fail(problem)
+
+
 # --- database --------------------------------------------------------------------------------------
 @db_app.command("upgrade")
 def db_upgrade() -> None:
-    """Run the Alembic migrations up to the newest schema."""
+    """Run the Alembic migrations up to the newest schema (the embedded SQLite database does it itself)."""
     from sqlalchemy.exc import OperationalError
 
-    from autodetect.db import masked_url, upgrade
+    from autodetect.db import masked_url, schema_problem, upgrade
 
     try:
         upgrade(get_settings())
     except OperationalError:
-        from autodetect.db import schema_problem
-
-        _fail(schema_problem(get_settings()) or f"cannot upgrade {masked_url(get_settings().database_url)}")
+        fail(schema_problem(get_settings()) or f"cannot upgrade {masked_url(get_settings().database_url)}")
     console.print(f"schema up to date: {masked_url(get_settings().database_url)}")
+
+
+# --- health -----------------------------------------------------------------------------------------
+@app.command()
+def doctor(as_json: JsonOption = False) -> None:
+    """Is everything up? Database and schema, broker, workers per queue, beat, model, data dir, disk,
+    source, Flower: ok / warn / fail, what was found and the fix. Exit status 1 when a check fails."""
+    from autodetect.cli import checkup as doc
+
+    settings = get_settings()
+    try:
+        from autodetect.db import prepare_schema
+
+        prepare_schema(settings)  # the embedded database, as every command; its check says if it failed
+    except Exception:  # noqa: BLE001,S110 - reported by the schema check below
+        pass
+    checks, seconds = doc.run_checks(settings)
+    if as_json:
+        print_json(doc.report(checks, seconds))
+    else:
+        doc.show(console, checks, seconds)
+    if not doc.report(checks, seconds)["ok"]:
+        raise typer.Exit(1)
 
 
 # --- the demo ---------------------------------------------------------------------------------------
@@ -86,12 +128,13 @@ def demo(
     train_seconds: float = typer.Option(120.0, help="Training time budget."),
     report_dir: Path = typer.Option(Path("autodetect-data/demo/report"), help="Where the HTML report goes."),
     keep: bool = typer.Option(False, help="Keep the previous demo's data instead of starting fresh."),
+    verbose: bool = typer.Option(False, "--verbose", help="Show TensorFlow's and the worker's log lines here."),
 ) -> None:
     """The main job, embedded: sandbox -> crawl -> download -> dedup -> retrain -> promote -> tag -> report."""
     from autodetect.cli.demo import run_demo
 
     run_demo(console, listings=listings, models=models, seed=seed, train_seconds=train_seconds,
-             report_dir=report_dir, keep=keep)
+             report_dir=report_dir, keep=keep, verbose=verbose)
 
 
 # --- the sandbox ------------------------------------------------------------------------------------
@@ -110,25 +153,15 @@ def sandbox_serve(port: int = typer.Option(8765), host: str = typer.Option("127.
 @app.command()
 @_needs_schema
 def crawl(max_listings: Optional[int] = typer.Option(None, help="Stop after this many listings."),
-          wait: bool = typer.Option(False, help="Run here instead of queueing it for a discovery worker.")) -> None:
+          wait: bool = typer.Option(False, help="Run here instead of queueing it for a discovery worker."),
+          as_json: JsonOption = False) -> None:
     """Crawl the configured source (AUTODETECT_SOURCE) once."""
-    if wait:
-        from autodetect.pipeline.discovery import crawl as crawl_source
-        from autodetect.sources import open_source
-        from workers.dispatch import dispatch
-
-        stats = crawl_source(get_settings(), open_source(get_settings()), dispatch, max_listings=max_listings)
-        console.print_json(json.dumps(stats.as_dict(), default=str))
-    else:
-        from workers.app import app as celery_app
-
-        celery_app.send_task("discovery.crawl", kwargs={"max_listings": max_listings})
-        console.print("crawl queued on 'discovery'")
+    commands.crawl(max_listings, wait, as_json)
 
 
 @app.command()
 @_needs_schema
-def status(as_json: bool = typer.Option(False, "--json")) -> None:
+def status(as_json: JsonOption = False) -> None:
     """Counts per stage and state, queue lengths, the active model and the retraining trigger's reason."""
     from autodetect.cli.views import queue_lengths, show_status
     from autodetect.db import session_scope
@@ -138,7 +171,7 @@ def status(as_json: bool = typer.Option(False, "--json")) -> None:
         data = pipeline_status(s)
     data["queues"] = queue_lengths()
     if as_json:
-        console.print_json(json.dumps(data, default=str))
+        print_json(data)
     else:
         show_status(console, data)
 
@@ -148,92 +181,37 @@ def status(as_json: bool = typer.Option(False, "--json")) -> None:
 def tag(all_: bool = typer.Option(False, "--all", help="Every unique photo (and retry those that failed)."),
         missing: bool = typer.Option(False, "--missing", help="Photos without a prediction from the version."),
         model: Optional[str] = typer.Option(None, help="Version (default: the active one); alone: --missing."),
-        wait: bool = typer.Option(True, help="Follow progress until done.")) -> None:
+        wait: bool = typer.Option(True, help="Follow progress until done."),
+        as_json: JsonOption = False) -> None:
     """Tag the catalogue through the inference queue, with a progress bar fed from the database.
 
     Resumable: run it again after an interruption and it finishes the rest, predicting no photo twice.
     With the embedded default (no broker) the batches run in this process."""
-    from autodetect.cli.views import follow_tagging
-    from autodetect.pipeline.tagging import TaggingError, start_tagging, tag_here
-
-    if all_ and missing or not (all_ or missing or model):
-        _fail("say --all or --missing (or --model VERSION)")
-    settings = get_settings()
-    mode = "all" if all_ else "missing"
-    try:
-        if settings.is_embedded:
-            plan = start_tagging(settings, mode, model)
-        else:
-            from workers.dispatch import dispatch
-            from workers.inference import send_tagging
-
-            plan = start_tagging(settings, mode, model, dispatch=dispatch, send=send_tagging)
-    except TaggingError as exc:
-        _fail(str(exc))
-    where = "here" if settings.is_embedded else f"in {plan.messages} messages on 'inference'"
-    console.print(f"{plan.queued} photos queued for {plan.version} ({mode}), {where}")
-    if settings.is_embedded:
-        steps = tag_here(settings, plan)
-        try:
-            follow_tagging(console, plan.version_id, work=lambda: next(steps, None) is not None)
-        except TaggingError as exc:
-            _fail(str(exc))
-    elif wait:
-        follow_tagging(console, plan.version_id)
+    commands.tag(all_, missing, model, wait, as_json)
 
 
 @app.command()
 @_needs_schema
 def train(now: bool = typer.Option(False, "--now", help="Queue a training run now, whatever the trigger says."),
           images: Optional[Path] = typer.Option(None, help="Train on DIR/<class name>/<photo> instead of the catalogue."),
-          wait: bool = typer.Option(False, help="Run here instead of on a training worker.")) -> None:
+          wait: bool = typer.Option(False, help="Run here instead of on a training worker."),
+          as_json: JsonOption = False,
+          verbose: bool = typer.Option(False, "--verbose", help="Show TensorFlow's log lines here.")) -> None:
     """Train a candidate model; it is promoted only if it matches or beats the active one."""
-    from autodetect.db import session_scope
-    from autodetect.pipeline.retraining import check_retraining, request_run
-    from autodetect.pipeline.training import run_training
-    from workers.dispatch import dispatch
-
     if images is not None:
         from autodetect.cli.folder import train_from_folder
 
         train_from_folder(console, images)
         return
-    if now:
-        with session_scope() as s:
-            run = request_run(s, "manual", "requested with `autodetect train --now`")
-            run_id = run.id
-    else:
-        decision, run_id = check_retraining(get_settings(), dispatch if not wait else (lambda *_: None))
-        console.print(f"retraining check: {'fire' if decision.fire else 'no'} — {decision.reason}")
-        if run_id is None:
-            return
-    if wait:
-        from autodetect.cli.views import epoch_printer
-
-        outcome = run_training(get_settings(), run_id, dispatch, progress=epoch_printer(console))
-        console.print_json(json.dumps({k: v for k, v in outcome.items() if k != "metrics"}, default=str))
-    else:
-        dispatch("train", [run_id])
-        console.print(f"training run {run_id} queued on 'training'")
+    commands.train(now, wait, as_json, verbose)
 
 
 @app.command()
 @_needs_schema
-def identify(photos: list[Path], top: int = typer.Option(3)) -> None:
+def identify(photos: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False, help="Photo files.")],
+             top: int = typer.Option(3), as_json: JsonOption = False) -> None:
     """The most likely models for each photo, with the active model; no workers needed."""
-    from autodetect.serving.identify import IdentifyError, identify_photos
-
-    try:
-        results = identify_photos(get_settings(), photos, top=top)
-    except IdentifyError as exc:
-        _fail(str(exc))
-    for path, answer in results:
-        table = Table(title=str(path), show_header=True)
-        table.add_column("model")
-        table.add_column("probability", justify="right")
-        for name, p in answer:
-            table.add_row(name, f"{p:.1%}")
-        console.print(table)
+    commands.identify(photos, top, as_json)
 
 
 @app.command()
@@ -257,11 +235,12 @@ def retry(stage: Optional[str] = typer.Option(None, help="Only photos failed in 
 
 @app.command()
 @_needs_schema
-def catalogue() -> None:
+def catalogue(as_json: JsonOption = False) -> None:
     """Classes with their photo counts, and which reach the training minimum."""
-    from autodetect.cli.views import show_catalogue
+    from autodetect.cli.views import catalogue_data, show_catalogue
 
-    show_catalogue(console)
+    data = catalogue_data()
+    print_json(data) if as_json else show_catalogue(console, data)
 
 
 @app.command()
@@ -271,17 +250,19 @@ def worker(queue: str, extra: Annotated[Optional[list[str]], typer.Argument()] =
 
     specs = queue_specs(get_settings())
     if queue not in specs:
-        _fail(f"unknown queue {queue!r}; queues: {', '.join(specs)}")
+        usage(f"unknown queue {queue!r}; queues: {', '.join(specs)}")
     os.execvp(sys.executable, [sys.executable, "-m", "celery", *specs[queue].worker_args(), *(extra or [])])
 
 
 # --- the registry -----------------------------------------------------------------------------------
 @models_app.command("list")
 @_needs_schema
-def models_list() -> None:
-    from autodetect.cli.views import show_models
+def models_list(as_json: JsonOption = False) -> None:
+    """The model versions, newest first, with their held-out test metrics."""
+    from autodetect.cli.views import models_data, show_models
 
-    show_models(console)
+    versions = models_data()
+    print_json(versions) if as_json else show_models(console, versions)
 
 
 @models_app.command("promote")
@@ -294,7 +275,7 @@ def models_promote(version: str) -> None:
         try:
             promote(s, find_version(s, version))
         except RegistryError as exc:
-            _fail(str(exc))
+            usage(str(exc))
     console.print(f"{version} is active")
 
 
@@ -308,7 +289,7 @@ def models_rollback() -> None:
         try:
             version = rollback(s)
         except RegistryError as exc:
-            _fail(str(exc))
+            fail(str(exc))
         console.print(f"rolled back: {version.name} is active")
 
 
@@ -320,27 +301,25 @@ def models_export(version: str, format: str = typer.Option("coreml", help="corem
     from autodetect.db import session_scope
     from autodetect.model.registry import RegistryError, find_version
 
+    if format not in ("coreml", "tflite", "onnx"):
+        usage("format must be coreml, tflite or onnx")
     with session_scope() as s:
         try:
             v = find_version(s, version)
         except RegistryError as exc:
-            _fail(str(exc))
+            usage(str(exc))
         directory = get_settings().data_dir / v.artifacts["dir"]
         classes, backbone = list(v.classes), v.backbone
     from autodetect.model import export as ex
 
     keras_path = directory / "model.keras"
+    target = out or directory / {"coreml": "AutoDetect.mlpackage", "tflite": "model.tflite", "onnx": "model.onnx"}[format]
     if format == "coreml":
-        target = out or directory / "AutoDetect.mlpackage"
         ex.export_coreml(keras_path, target, classes, backbone)
     elif format == "tflite":
-        target = out or directory / "model.tflite"
         ex.export_tflite(keras_path, target)
-    elif format == "onnx":
-        target = out or directory / "model.onnx"
-        ex.export_onnx(keras_path, target)
     else:
-        _fail("format must be coreml, tflite or onnx")
+        ex.export_onnx(keras_path, target)
     console.print(f"exported {version} as {format}: {target}")
 
 

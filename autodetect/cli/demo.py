@@ -75,6 +75,28 @@ def _tagged(settings) -> tuple[int, int | None, bool]:
     return unique - waiting, unique or None, waiting == 0
 
 
+class _EpochWatch:
+    """The training stage's display: a line per epoch of the in-process training worker (phase, epoch
+    k of N, accuracies, time left), and a bar of epochs instead of one of runs."""
+
+    def __init__(self, console: Console):
+        self.console, self.row = console, None
+
+    def __call__(self, row: dict) -> None:
+        from autodetect.model.progress import describe_epoch
+
+        self.row = row
+        self.console.print("  " + describe_epoch(row), highlight=False, soft_wrap=True)
+
+    def probe(self, settings) -> tuple[int, int | None, bool]:
+        _, _, finished = _trained(settings)
+        row = self.row
+        if row is None:
+            return 0, None, finished
+        planned = int(row["planned_epochs"])
+        return (planned if finished else int(row["epoch"])), planned, finished
+
+
 def _demo_settings(base, sandbox_url: str, data_dir: Path, train_seconds: float):
     """Settings for the embedded stack: SQLite in ``data_dir``, in-memory broker, the sandbox, a small CNN."""
     host_port = sandbox_url.split("//", 1)[1]
@@ -103,16 +125,18 @@ def _run_stages(console: Console, settings, train_seconds: float, timings: dict[
     """Start a worker on every queue, then crawl, train and tag in turn, timing each stage."""
     from celery.contrib.testing.worker import start_worker
 
+    from autodetect.model.progress import listening
     from workers.app import app
     from workers.queues import QUEUE_NAMES
 
+    epochs = _EpochWatch(console)
     stages = [  # (task to send, progress label, probe, timeout, timings key)
         ("discovery.crawl", "crawl+photos", _crawled, 600, "crawl, download, dedup"),
-        ("training.check", "training", _trained, train_seconds * 3 + 300, "retrain trigger, train, evaluate, promote"),
+        ("training.check", "training", epochs.probe, train_seconds * 3 + 300, "retrain trigger, train, evaluate, promote"),
         (None, "tagging", _tagged, 600, "tag the catalogue"),
     ]
-    with start_worker(app, pool="threads", concurrency=6, queues=list(QUEUE_NAMES), perform_ping_check=False,
-                      loglevel="WARNING", shutdown_timeout=30):
+    with listening(epochs), start_worker(app, pool="threads", concurrency=6, queues=list(QUEUE_NAMES),
+                                         perform_ping_check=False, loglevel="WARNING", shutdown_timeout=30):
         beat = _Beat(app, settings)
         for task, label, probe, timeout_s, key in stages:
             t = time.perf_counter()
@@ -136,7 +160,10 @@ def _report(console: Console, settings, timings: dict[str, float], report_dir: P
 
 
 def run_demo(console: Console, *, listings: int, models: int, seed: int, train_seconds: float,
-             report_dir: Path, keep: bool) -> dict:
+             report_dir: Path, keep: bool, verbose: bool = False) -> dict:
+    """The demo; TensorFlow's, absl's and the worker's log lines go to ``<data dir>/demo/demo.log``
+    unless ``verbose``."""
+    from autodetect.cli.logs import native_logs
     from autodetect.sandbox.marketplace import Marketplace
     from autodetect.sandbox.server import SandboxServer
 
@@ -146,14 +173,18 @@ def run_demo(console: Console, *, listings: int, models: int, seed: int, train_s
         shutil.rmtree(data_dir)
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    with SandboxServer(Marketplace(listings=listings, models=models, seed=seed)) as sandbox:
+    with native_logs(data_dir / "demo.log", verbose) as log_file, \
+            SandboxServer(Marketplace(listings=listings, models=models, seed=seed)) as sandbox:
         settings = _demo_settings(base, sandbox.url, data_dir, train_seconds)
         upgrade(settings)
         console.print(f"[bold]AutoDetect demo[/]: {listings} listings of {models} models at {sandbox.url}, "
                       f"data in {data_dir}")
         _run_stages(console, settings, train_seconds, timings)
     timings["total"] = time.perf_counter() - started
-    return _report(console, settings, timings, report_dir)
+    summary = _report(console, settings, timings, report_dir)
+    if log_file is not None:
+        console.print(f"TensorFlow and worker logs: {log_file} (--verbose shows them here)")
+    return summary
 
 
 def show_summary(console: Console, summary: dict) -> None:

@@ -67,22 +67,29 @@ def show_status(console: Console, data: dict[str, Any]) -> None:
         console.print(table)
 
 
-def show_models(console: Console) -> None:
+def models_data() -> list[dict[str, Any]]:
+    """The registry's versions, newest first, with their held-out test metrics."""
     from autodetect.model.registry import list_versions
 
+    with session_scope() as s:
+        return [{"version": v.name, "status": v.status, "backbone": v.backbone, "image_size": v.image_size,
+                 "classes": len(v.classes), **{k: (v.metrics or {}).get(k) for k in ("top1", "top3", "mean_per_class")},
+                 "created_at": v.created_at.isoformat(timespec="seconds")} for v in list_versions(s)]
+
+
+def show_models(console: Console, versions: list[dict[str, Any]]) -> None:
     table = Table(title="model versions")
     for col in ("version", "status", "backbone", "size", "classes", "top-1", "top-3", "mean/class", "created"):
         table.add_column(col)
-    with session_scope() as s:
-        for v in list_versions(s):
-            m = v.metrics or {}
-            table.add_row(v.name, v.status, v.backbone, str(v.image_size), str(len(v.classes)),
-                          *(f"{m[k]:.3f}" if isinstance(m.get(k), float) else "-" for k in ("top1", "top3", "mean_per_class")),
-                          v.created_at.isoformat(timespec="seconds"))
+    for v in versions:
+        table.add_row(v["version"], v["status"], v["backbone"], str(v["image_size"]), str(v["classes"]),
+                      *(f"{v[k]:.3f}" if isinstance(v[k], float) else "-" for k in ("top1", "top3", "mean_per_class")),
+                      v["created_at"])
     console.print(table)
 
 
-def show_catalogue(console: Console) -> None:
+def catalogue_data() -> dict[str, Any]:
+    """Classes with their listings and unique photos, and whether they reach the training minimum."""
     from autodetect.storage import CarClass, Image, Listing
 
     minimum = get_settings().min_photos_per_class
@@ -94,13 +101,31 @@ def show_catalogue(console: Console) -> None:
                        & Image.normalized_key.is_not(None))
             .group_by(CarClass.name).order_by(func.count(Image.id).desc())
         ).all()
-    table = Table(title=f"classes (training minimum: {minimum} unique photos)")
+    classes = [{"class": name, "listings": n_listings, "photos": n_photos, "trainable": n_photos >= minimum}
+               for name, n_listings, n_photos in rows]
+    return {"min_photos_per_class": minimum, "trainable": sum(c["trainable"] for c in classes), "classes": classes}
+
+
+def show_catalogue(console: Console, data: dict[str, Any]) -> None:
+    table = Table(title=f"classes (training minimum: {data['min_photos_per_class']} unique photos)")
     for col in ("class", "listings", "photos", "trainable"):
         table.add_column(col)
-    for name, n_listings, n_photos in rows:
-        table.add_row(name, str(n_listings), str(n_photos), "yes" if n_photos >= minimum else "no")
+    for c in data["classes"]:
+        table.add_row(c["class"], str(c["listings"]), str(c["photos"]), "yes" if c["trainable"] else "no")
     console.print(table)
-    console.print(f"{sum(1 for r in rows if r[2] >= minimum)} of {len(rows)} classes reach the minimum")
+    console.print(f"{data['trainable']} of {len(data['classes'])} classes reach the minimum")
+
+
+def show_mapping(console: Console, title: str, data: dict[str, Any]) -> None:
+    """A two-column table of ``data`` (nested values as JSON)."""
+    import json
+
+    table = Table(title=title, show_header=False)
+    table.add_column("what")
+    table.add_column("value", overflow="fold")
+    for key, value in data.items():
+        table.add_row(str(key), value if isinstance(value, str) else json.dumps(value, default=str))
+    console.print(table)
 
 
 def follow_tagging(console: Console, version_id: int, *, poll_s: float = 0.5, idle_timeout_s: float = 600,
@@ -140,7 +165,10 @@ def follow_tagging(console: Console, version_id: int, *, poll_s: float = 0.5, id
 
 
 def epoch_printer(console: Console) -> Callable[[dict], None]:
+    """One line per epoch: phase, epoch k of N (and the time budget), accuracies, losses, time left."""
+    from autodetect.model.progress import describe_epoch
+
     def show(metrics: dict) -> None:
-        console.print("  " + "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
+        console.print(describe_epoch(metrics), highlight=False, soft_wrap=True)
 
     return show

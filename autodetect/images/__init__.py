@@ -13,7 +13,6 @@ from autodetect.images.decode import (
 from autodetect.images.address_guard import AllowList, classify_address
 from autodetect.images.errors import FetchError, PermanentFetchError, TransientFetchError
 from autodetect.images.fetch import Fetched, Fetcher
-from autodetect.images.retry_policy import backoff_delay
 from autodetect.images.sniff import sniff_image_type
 from autodetect.images.store import ImageStore, StoredObject
 
@@ -27,7 +26,6 @@ __all__ = [
     "StoredObject",
     "TransientFetchError",
     "UndecodableImage",
-    "backoff_delay",
     "classify_address",
     "decode_image",
     "encode_jpeg",

@@ -72,9 +72,6 @@ from autodetect.images.pinning import (
 from autodetect.images.retry_policy import check_status, is_connect_failure
 from autodetect.images.sniff import EXTENSIONS, MIME_TYPES, describe_unknown, sniff_image_type
 
-# re-exported for autodetect.pipeline.download until its import moves to retry_policy
-from autodetect.images.retry_policy import backoff_delay  # noqa: F401
-
 __all__ = ["Fetched", "Fetcher", "Resolver"]
 
 log = logging.getLogger(__name__)

@@ -4,7 +4,6 @@ wait (Retry-After), and the exponential backoff with jitter before the next try.
 from __future__ import annotations
 
 import email.utils
-import random
 import time
 
 import requests
@@ -12,7 +11,7 @@ import urllib3
 
 from autodetect.images.errors import PermanentFetchError, TransientFetchError
 
-__all__ = ["backoff_delay", "check_status", "is_connect_failure", "parse_retry_after"]
+__all__ = ["check_status", "is_connect_failure", "parse_retry_after"]
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -33,27 +32,6 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
         return max(0.0, when.timestamp() - now)
     except (OverflowError, OSError, ValueError):  # a date the platform's clock cannot place
         return None
-
-
-def backoff_delay(
-    attempt: int,
-    retry_after: float | None = None,
-    *,
-    base: float = 2.0,
-    cap: float = 600.0,
-    rng: random.Random | None = None,
-) -> float:
-    """Seconds to wait before retry number ``attempt`` (0 for the first retry).
-
-    Exponential with "equal jitter": ``d = min(cap, base * 2**attempt)``, a delay in ``[d/2, d]``.
-    A server's Retry-After is honoured (never retry earlier than it asked, plus up to 10% jitter so
-    that many photos of one host do not return at once), and everything is capped at ``cap``."""
-    rng = rng or random
-    exp = min(cap, base * (2 ** max(0, attempt)))
-    delay = exp / 2 + rng.uniform(0, exp / 2)
-    if retry_after is not None and retry_after > 0:
-        delay = max(delay, retry_after * (1 + rng.uniform(0, 0.1)))
-    return min(cap, delay)
 
 
 def check_status(resp: requests.Response) -> None:

@@ -9,6 +9,8 @@ from collections.abc import Callable
 
 import keras
 
+from autodetect.model.progress import publish
+
 Progress = Callable[[dict], None]
 
 
@@ -102,7 +104,8 @@ class LateEarlyStopping(keras.callbacks.EarlyStopping):
 
 
 class EpochReporter(keras.callbacks.Callback):
-    """Collects each epoch's metrics (and hands them to ``progress``)."""
+    """Collects each epoch's metrics, with the time left, and hands them to ``progress`` and to this
+    process's listeners (``autodetect.model.progress``)."""
 
     def __init__(self, phase: str, epoch_offset: int, planned: int, images: int, schedule: CosineSchedule, progress: Progress | None):
         super().__init__()
@@ -110,6 +113,7 @@ class EpochReporter(keras.callbacks.Callback):
         self.schedule, self.progress = schedule, progress
         self.rows: list[dict] = []
         self.t0 = self.t_train_end = 0.0
+        self.durations: list[float] = []
 
     def on_epoch_begin(self, epoch, logs=None):
         self.t0 = self.t_train_end = time.monotonic()
@@ -129,7 +133,26 @@ class EpochReporter(keras.callbacks.Callback):
             "lr": float(self.schedule.lr),
             "seconds": seconds,  # training and validation
             "images_per_s": self.images / train_seconds if train_seconds > 0 else 0.0,  # training only
+            "phase_epochs": self._phase_epochs(),
+            "budget_s": float(self.schedule.budget_s),
+            "eta_s": self._time_left(epoch + 1, seconds, now),
         }
         self.rows.append(row)
         if self.progress is not None:
             self.progress(dict(row))
+        publish(row)
+
+    def _phase_epochs(self) -> int:
+        return int((self.params or {}).get("epochs") or self.planned - self.offset)
+
+    def _time_left(self, done: int, seconds: float, now: float) -> float:
+        """The epochs left in this phase and the later ones at the mean epoch's pace; with a time
+        budget, at most what is left of this phase's share and the later phases' shares."""
+        self.durations.append(seconds)
+        epochs = self._phase_epochs()
+        later = max(0, self.planned - self.offset - epochs)
+        left = sum(self.durations) / len(self.durations) * (epochs - done + later)
+        budget = self.schedule.budget_s
+        if budget > 0:
+            left = min(left, max(0.0, budget - (now - self.schedule.start)) + budget / max(1, epochs) * later)
+        return float(left)

@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
+from autodetect.beats import SWEEP, stamp_beat
 from autodetect.db import db_now, session_scope
 from autodetect.model.registry import active_version
 from autodetect.pipeline.dispatch import Dispatch
@@ -43,6 +44,7 @@ def sweep(settings: Settings, dispatch: Dispatch) -> dict[str, int]:
         stages = list(_STAGES) if active_version(s) is not None else list(_STAGES[:2])
         due = {stage: _take_due(s, settings, stage, now) for stage in stages}
         runs = _sweep_training_runs(s, settings, now)
+        stamp_beat(s, SWEEP, now)
     counts: dict[str, int] = {"lost": lost} if lost else {}
     for stage, rows in due.items():
         fresh = [i for i, attempts in rows if attempts == 0]

@@ -9,8 +9,6 @@ from __future__ import annotations
 import gzip
 import io
 import ipaddress
-import os
-import random
 import shutil
 import socket
 import ssl
@@ -31,7 +29,7 @@ from autodetect.images.address_guard import AllowList, classify_address
 from autodetect.images.errors import FetchError, PermanentFetchError, TransientFetchError
 from autodetect.images.fetch import Fetched, Fetcher
 from autodetect.images.pinning import DNS_THREADS
-from autodetect.images.retry_policy import backoff_delay, parse_retry_after
+from autodetect.images.retry_policy import parse_retry_after
 from autodetect.images.sniff import sniff_image_type
 from autodetect.settings import Settings
 
@@ -716,18 +714,6 @@ def test_parse_retry_after():
     assert parse_retry_after("soon") is None
     assert parse_retry_after("Thu, 01 Jan 1970 00:01:40 GMT", now=40.0) == 60.0
     assert parse_retry_after("Thu, 01 Jan 1970 00:00:10 GMT", now=40.0) == 0.0
-
-
-def test_backoff_delay():
-    rng = random.Random(1)
-    for attempt in range(8):
-        d = min(600.0, 2.0 * 2**attempt)
-        for _ in range(20):
-            assert d / 2 <= backoff_delay(attempt, rng=rng) <= d
-    assert backoff_delay(50, rng=rng) <= 600.0
-    assert 30.0 <= backoff_delay(0, retry_after=30.0, rng=rng) <= 33.0
-    assert backoff_delay(0, retry_after=10_000.0, rng=rng) == 600.0
-    assert backoff_delay(3, retry_after=1.0, cap=5.0, rng=rng) <= 5.0
 
 
 # --- poison URLs: every malformed URL is a permanent failure with a short reason ------------------
