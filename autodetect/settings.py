@@ -173,6 +173,16 @@ class Settings(BaseSettings):
     #: Photos ``/identify`` decodes at once per API process (each may need ~130 MiB at the pixel
     #: limit); a request past it is answered 503 with ``Retry-After`` instead of queueing in memory.
     api_max_concurrent_decodes: int = Field(2, ge=1)
+    # --- metrics and logs -----------------------------------------------------------------------
+    #: ``autodetect metrics serve``: where the pipeline exporter listens.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(9108, ge=1, le=65535)
+    #: A scrape of the exporter waits this long for the database (and the broker) at most, then
+    #: answers ``autodetect_exporter_up 0``; keep it below Prometheus' ``scrape_timeout``.
+    metrics_scrape_timeout_s: float = Field(4.0, gt=0, le=60)
+    #: ``json``: every process (workers, API, exporter) logs JSON lines with the task and photo ids.
+    log_format: Literal["text", "json"] = "text"
+    log_level: str = "INFO"
     # --- the HTTP API ---------------------------------------------------------------------------
     #: Offers within this distance of the person count as "in your area" unless the request says otherwise.
     api_default_radius_km: float = 100.0

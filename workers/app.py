@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 from celery import Celery, signals
@@ -9,6 +10,7 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from sqlalchemy.exc import InterfaceError as SQLAlchemyInterfaceError
 from sqlalchemy.exc import OperationalError as SQLAlchemyOperationalError
 
+from autodetect.observability import logs
 from autodetect.settings import get_settings
 from workers.queues import ROUTES, beat_schedule, queue_specs, task_queues
 
@@ -82,3 +84,27 @@ def _per_queue_defaults(sender=None, conf=None, options=None, **_):
         conf.worker_prefetch_multiplier = spec.prefetch
         if not options.get("concurrency"):
             conf.worker_concurrency = spec.concurrency
+
+
+# --- logs: AUTODETECT_LOG_FORMAT=json makes every worker and beat write JSON lines ---------------------
+@signals.after_setup_logger.connect
+@signals.after_setup_task_logger.connect
+def _json_logs(logger=None, **_):
+    if get_settings().log_format == "json" and logger is not None:
+        logs.use_json(logger.handlers)
+
+
+_task_log = logging.getLogger("autodetect.tasks")
+
+
+@signals.task_prerun.connect
+def _bind_task(task_id=None, task=None, args=None, kwargs=None, **_):
+    """Every line logged while the task runs carries its name, id, stage and row ids."""
+    logs.bind(task_id=task_id, **logs.task_fields(getattr(task, "name", "?"), args, kwargs))
+    _task_log.info("task started")
+
+
+@signals.task_postrun.connect
+def _unbind_task(state=None, **_):
+    _task_log.info("task finished: %s", state)
+    logs.clear()

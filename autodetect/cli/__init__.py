@@ -24,9 +24,11 @@ app = typer.Typer(help="AutoDetect: identify a car's make and model, see the off
 sandbox_app = typer.Typer(help="The local marketplace that speaks eBay's Browse API.", no_args_is_help=True)
 models_app = typer.Typer(help="The model registry.", no_args_is_help=True)
 db_app = typer.Typer(help="The database schema.", no_args_is_help=True)
+metrics_app = typer.Typer(help="Prometheus metrics of the pipeline.", no_args_is_help=True)
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(models_app, name="models")
 app.add_typer(db_app, name="db")
+app.add_typer(metrics_app, name="metrics")
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document (see the README) instead of tables.")]
 
@@ -323,13 +325,28 @@ def models_export(version: str, format: str = typer.Option("coreml", help="corem
     console.print(f"exported {version} as {format}: {target}")
 
 
+@metrics_app.command("serve")
+def metrics_serve(host: Optional[str] = typer.Option(None, help="Default: AUTODETECT_METRICS_HOST (127.0.0.1)."),
+                  port: Optional[int] = typer.Option(None, help="Default: AUTODETECT_METRICS_PORT (9108)."),
+                  queues: bool = typer.Option(True, help="Also export the broker's queue lengths.")) -> None:
+    """The pipeline exporter: photos per stage and state, oldest pending, failures, listings, training
+    runs, model metrics, read from the database on every scrape (GET /metrics)."""
+    commands.metrics_serve(host, port, queues)
+
+
 @app.command()
 @_needs_schema
 def serve(host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8000)) -> None:
-    """The HTTP API and the web page."""
+    """The HTTP API and the web page (Prometheus metrics at /metrics)."""
     import uvicorn
 
-    uvicorn.run("autodetect.serving.app:app", host=host, port=port, log_level="info")
+    from autodetect.observability.logs import configure_logging
+
+    json_logs = get_settings().log_format == "json"
+    if json_logs:
+        configure_logging(get_settings())  # uvicorn's own lines too, as JSON
+    uvicorn.run("autodetect.serving.app:app", host=host, port=port, log_level="info",
+                **({"log_config": None} if json_logs else {}))
 
 
 if __name__ == "__main__":  # pragma: no cover

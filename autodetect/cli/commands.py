@@ -140,3 +140,35 @@ def identify(photos: list[Path], top: int, as_json: bool) -> None:
         for name, p in answer:
             table.add_row(name, f"{p:.1%}")
         console.print(table)
+
+
+def metrics_serve(host: str | None, port: int | None, queues: bool) -> None:
+    """Serve the pipeline exporter until interrupted. It starts even while the database is down (its
+    scrapes then say ``autodetect_exporter_up 0``), so it never needs the schema up front."""
+    import time
+
+    from autodetect.db import masked_url
+    from autodetect.observability.exporter import serve_exporter
+    from autodetect.observability.logs import configure_logging
+
+    settings = get_settings()
+    configure_logging(settings)
+    queue_lengths = None
+    if queues and not settings.is_embedded:
+        from functools import partial
+
+        from workers.app import app as celery_app
+        from workers.queues import queue_lengths as read_lengths
+
+        queue_lengths = partial(read_lengths, celery_app)
+    host, port = host or settings.metrics_host, port or settings.metrics_port
+    try:
+        server, _thread = serve_exporter(settings, queue_lengths, host=host, port=port)
+    except OSError as exc:
+        fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+    console.print(f"exporter on http://{host}:{port}/metrics reading {masked_url(settings.database_url)}")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        server.shutdown()

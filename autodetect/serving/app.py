@@ -8,6 +8,7 @@
 - ``GET /listings/{id}``     one listing with its photos and predictions
 - ``GET /photos/{image_id}`` a stored photo (the normalized JPEG), for thumbnails
 - ``GET /health``            database and model status
+- ``GET /metrics``           Prometheus metrics: latency per route, /identify outcomes (``serving/metrics.py``)
 - ``GET /``                  the web page (``autodetect/serving/static/``)
 
 Each route lives in ``autodetect.serving.routes`` (one module a resource) and takes what it needs from
@@ -32,7 +33,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from autodetect.serving.body_limit import _LazyBodyLimit
 from autodetect.serving.deps import Service
-from autodetect.serving.routes import health, identify, listings, models, page, photos
+from autodetect.serving.metrics import ApiMetrics, RequestMetrics
+from autodetect.serving.routes import health, identify, listings, metrics, models, page, photos
 from autodetect.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -47,12 +49,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Snap a car, learn its make and model, see the offers nearby and their prices.",
     )
     app.state.service = service
+    app.state.metrics = ApiMetrics(service)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(SQLAlchemyError, _database)
-    for routes in (identify, models, listings, photos, health, page):
+    for routes in (identify, models, listings, photos, health, metrics, page):
         app.include_router(routes.router)
     app.mount("/static", StaticFiles(directory=page.STATIC_DIR), name="static")
     app.add_middleware(_LazyBodyLimit, service=service)
+    app.add_middleware(RequestMetrics, metrics=app.state.metrics)  # outermost: it times the whole answer
     return app
 
 

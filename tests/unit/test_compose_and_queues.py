@@ -39,12 +39,14 @@ def test_secrets_stay_out_of_argv_and_ports_bind_to_loopback():
     flower = services["flower"]
     assert not any("basic" in part.lower() or "FLOWER_BASIC_AUTH" in part for part in flower["command"])
     assert flower["environment"]["FLOWER_BASIC_AUTH"].startswith("${FLOWER_BASIC_AUTH:?")
-    for name in ("flower", "api"):
+    for name in ("flower", "api", "prometheus", "grafana"):
         for port in services[name]["ports"]:
             host = port.rsplit(":", 2)[0]
             assert host.startswith("${") and host.endswith(":-127.0.0.1}"), (name, port)
     published = [s for s, spec in services.items() if spec.get("ports")]
-    assert sorted(published) == ["api", "flower"]
+    assert sorted(published) == ["api", "flower", "grafana", "prometheus"]
+    assert not any("FLOWER_BASIC_AUTH=" in part for part in services["prometheus"]["command"])
+    assert services["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"].startswith("${GRAFANA_ADMIN_PASSWORD:?")
     rabbit = compose["configs"]["rabbitmq-conf"]["content"]
     timeout_ms = int(rabbit.split("consumer_timeout =")[1].split()[0])
     assert timeout_ms / 1000 > Settings().training_time_limit_s

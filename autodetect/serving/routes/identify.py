@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, HTTPException, UploadFile
+from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -31,6 +31,7 @@ def identify(
     settings: SettingsDep,
     service: ServiceDep,
     sessions: SessionsDep,
+    request: Request,
     lat: Annotated[float | None, Form(description="Latitude of the person, degrees")] = None,
     lon: Annotated[float | None, Form(description="Longitude of the person, degrees")] = None,
     postal_code: Annotated[str | None, Form(max_length=20, description="Instead of lat/lon")] = None,
@@ -57,6 +58,7 @@ def identify(
     with sessions() as session:
         candidates = _candidates(settings, session, ranked, model.version_id, where, n_offers)
     t4 = time.perf_counter()
+    request.state.identify_outcome = "identified" if candidates else "no_car"  # for serving/metrics.py
     return {
         "model_version": {"id": model.version_id, "name": model.name},
         "location": where.location(),
