@@ -43,7 +43,10 @@ _ORIENTATION = 0x0112
 
 
 class UndecodableImage(ValueError):
-    """The bytes are not a usable photo; ``reason`` is short and stored as the photo's error."""
+    """The bytes are not a usable photo; ``reason`` is short and stored as the photo's error. Trying
+    again cannot help (``permanent``)."""
+
+    permanent = True
 
     def __init__(self, reason: str):
         super().__init__(reason)

@@ -113,6 +113,8 @@ class ModelProvider:
         self.loader = loader or functools.partial(load_serving_model, threads=threads)
         self.clock = clock
         self.current: LoadedModel | None = None
+        #: The active version's id as ``get`` last saw it (``current`` may be a stand-in for it).
+        self.active_id: int | None = None
         self.last_error: str | None = None
         self._failed: dict[int, tuple[float, str]] = {}  # version id -> (when, why)
         self._other: LoadedModel | None = None
@@ -122,6 +124,7 @@ class ModelProvider:
         active = session.execute(
             select(ModelVersion).where(ModelVersion.status == VersionStatus.active.value)
         ).scalar_one_or_none()
+        self.active_id = active.id if active is not None else None
         if active is None:
             return None
         with self._lock:

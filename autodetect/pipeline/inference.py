@@ -113,8 +113,10 @@ def _prepare(settings: Settings, provider: ModelProvider, *, wait: bool, errors:
     clock = time.perf_counter()
     with session_scope(settings) as s:
         model = provider.get(s)
-        if model is None:
-            if provider.last_error:  # the active version cannot be loaded, and nothing stands in for it
+        if model is None or model.version_id != provider.active_id:
+            # The active version cannot be loaded. The last good model may stand in for it in the API,
+            # not here: its predictions would not be the active version's. A counted, bounded failure.
+            if provider.last_error:
                 _fail_unservable(settings, claim_batch(settings, wait=False, session=s), provider.last_error)
                 if errors is not None:
                     errors.append(provider.last_error)

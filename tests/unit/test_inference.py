@@ -118,7 +118,10 @@ def test_a_vanished_photo_fails_clearly_and_the_rest_succeed(settings, photos):
 
 
 @pytest.mark.parametrize("damage", ["missing_dir", "corrupt_model", "corrupt_labels", "other_classes"])
-def test_a_broken_promoted_model_keeps_the_last_good_one(settings, photos, damage):
+def test_a_broken_promoted_model_holds_the_photos_until_it_loads(settings, photos, damage):
+    """The provider keeps the last good model (the API answers with it), but the pipeline does not let
+    it stand in: its predictions would not be the active version's. The photos wait, counted, with
+    the load error as their reason, and are predicted by the active version once it loads."""
     register_version(settings, "v1", RGB)
     v2 = register_version(settings, "v2", ["blue", "red", "green"], active=False)
     directory = settings.data_dir / "models" / "v2"
@@ -138,14 +141,16 @@ def test_a_broken_promoted_model_keeps_the_last_good_one(settings, photos, damag
         promote(s, find_version(s, "v2"))
     ids = add_listings(settings, [{"photos": [photos["green"], photos["blue"]], "label": "red"}], first_id=2)
     result = predict_batch(settings, provider)
-    assert result.model == "v1" and result.predicted == 2 and not result.requeued, "v1 stands in for broken v2"
+    assert result.predicted == 0 and result.errors and result.errors[0].startswith("cannot load model v2:")
     assert provider.last_error and provider.last_error.startswith("cannot load model v2:")
     assert {"missing_dir": "not found", "corrupt_model": "model.onnx", "corrupt_labels": "corrupt",
             "other_classes": "other classes"}[damage] in provider.last_error
     with session_scope(settings) as s:
-        assert set(s.scalars(select(Prediction.model_version_id))) == {1}, "nothing written for v2"
-        assert set(s.scalars(select(ListingPrediction.model_version_id))) == {1}
-        assert {s.get(Image, i).state for i in ids} == {"done"}
+        assert set(s.scalars(select(Prediction.model_version_id))) == {1}, "nothing written for these photos"
+        assert provider.get(s).name == "v1", "the last good model stays loaded (the API's stand-in)"
+    for i in ids:
+        row = _row(settings, i)
+        assert row[:3] == ("inference", "pending", 1) and row.error.startswith("cannot load model v2:")
     # The artifact is repaired: the next retry (after inference_model_retry_s) serves v2.
     shutil.rmtree(directory, ignore_errors=True)
     colour_onnx(directory / "model.onnx", ["blue", "red", "green"])
@@ -154,6 +159,11 @@ def test_a_broken_promoted_model_keeps_the_last_good_one(settings, photos, damag
         assert provider.get(s).name == "v1", "not retried before inference_model_retry_s"
         clock[0] += settings.inference_model_retry_s + 1
         assert provider.get(s).version_id == v2 and provider.last_error is None
+    _make_due(settings, Image.id.in_(ids))
+    assert sum(predict_batch(settings, provider).predicted for _ in ids) == 2
+    with session_scope(settings) as s:
+        assert {s.get(Image, i).state for i in ids} == {"done"}
+        assert set(s.scalars(select(Prediction.model_version_id).where(Prediction.image_id.in_(ids)))) == {v2}
 
 
 def test_versions_with_different_classes_never_mix(settings, photos):
