@@ -106,6 +106,9 @@ class Settings(BaseSettings):
     #: A version whose artifact failed to load is tried again after this many seconds (meanwhile the
     #: worker keeps serving the last good model).
     inference_model_retry_s: float = 60.0
+    #: An active version that fails to load this many times in a row (``inference_model_retry_s``
+    #: apart) is marked failed with the reason, and the version promoted before it is active again.
+    model_load_attempts: int = Field(3, ge=1)
     #: Testing only: a pause inside each batch, after the claim and before the write (to kill a worker
     #: in the middle of a batch). Always 0 in production.
     inference_test_delay_s: float = 0.0

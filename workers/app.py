@@ -6,7 +6,6 @@ import logging
 import os
 
 from celery import Celery, signals
-from kombu.exceptions import OperationalError as KombuOperationalError
 from sqlalchemy.exc import InterfaceError as SQLAlchemyInterfaceError
 from sqlalchemy.exc import OperationalError as SQLAlchemyOperationalError
 
@@ -54,11 +53,11 @@ def make_app() -> Celery:
 
 app = make_app()
 
-#: A database or broker that does not answer (a restart, a failover): the task is tried again with
-#: growing waits (``dependency_retries`` times, up to ``dependency_backoff_max_s`` apart). Rows it had
-#: claimed meanwhile come back through the sweeper when their lease ends.
-DEPENDENCY_ERRORS = (SQLAlchemyOperationalError, SQLAlchemyInterfaceError, KombuOperationalError, ConnectionError,
-                     TimeoutError)
+#: A database that does not answer (a restart, a failover): the task is tried again with growing
+#: waits (``dependency_retries`` times, up to ``dependency_backoff_max_s`` apart). Rows it had claimed
+#: meanwhile come back through the sweeper when their lease ends. Broker errors are not retried here
+#: (a retry is itself a message): ``workers.dispatch`` leaves unsent work to the sweeper.
+DEPENDENCY_ERRORS = (SQLAlchemyOperationalError, SQLAlchemyInterfaceError)
 
 
 def stage_task(name: str, queue: str, *, time_limit: int | None = None, retry_on: tuple = (), **options):

@@ -4,11 +4,18 @@ micro-batch (its task claims a whole batch itself); training one message per run
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
+
+from kombu.exceptions import OperationalError as KombuOperationalError
 
 from autodetect.settings import get_settings
 from autodetect.storage import Stage
 from workers.app import app
+
+log = logging.getLogger(__name__)
+#: A publish waits for the broker a few seconds at most (kombu's retry policy), never a task's whole limit.
+_BROKER_RETRY = {"max_retries": 3, "interval_start": 0.5, "interval_step": 1.0, "interval_max": 2.0}
 
 STAGE_TASKS = {
     Stage.download.value: "download.fetch",
@@ -31,6 +38,11 @@ def dispatch(stage: Stage | str, ids: Sequence[int]) -> None:
         args = [(i,) for i in ids[:: max(1, settings.inference_batch_size)]]
     else:
         args = [(i,) for i in ids]
-    with app.producer_or_acquire() as producer:
-        for a in args:
-            app.send_task(name, args=a, producer=producer)
+    try:
+        with app.producer_or_acquire() as producer:
+            for a in args:
+                app.send_task(name, args=a, producer=producer, retry_policy=_BROKER_RETRY)
+    except (KombuOperationalError, OSError) as exc:
+        # The broker is down: the rows are committed and pending, due for the sweeper in
+        # ``stale_after_s``; it sends them once the broker is back. Nothing is lost by not waiting.
+        log.warning("broker unreachable, %d %s message(s) left to the sweeper: %s", len(args), stage, exc)

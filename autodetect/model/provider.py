@@ -116,7 +116,7 @@ class ModelProvider:
         #: The active version's id as ``get`` last saw it (``current`` may be a stand-in for it).
         self.active_id: int | None = None
         self.last_error: str | None = None
-        self._failed: dict[int, tuple[float, str]] = {}  # version id -> (when, why)
+        self._failed: dict[int, tuple[float, str, int]] = {}  # version id -> (when, why, failed loads)
         self._other: LoadedModel | None = None
         self._lock = threading.Lock()
 
@@ -158,6 +158,11 @@ class ModelProvider:
             self._other = model
             return model
 
+    def load_failures(self, version_id: int) -> int:
+        """Failed loads of ``version_id`` in a row, in this process."""
+        failed = self._failed.get(version_id)
+        return failed[2] if failed else 0
+
     def is_broken(self, version_id: int) -> bool:
         """Whether loading ``version_id`` failed recently (so the last good model stands in for it)."""
         failed = self._failed.get(version_id)
@@ -170,7 +175,7 @@ class ModelProvider:
             model = self.loader(self.settings, version)
         except Exception as exc:  # noqa: BLE001 - any broken artifact: keep the last good model
             why = f"cannot load model {version.name}: {exc}"
-            self._failed[version.id] = (self.clock(), why)
+            self._failed[version.id] = (self.clock(), why, self.load_failures(version.id) + 1)
             self.last_error = why
             log.error("%s; still serving %s", why, self.current.name if self.current else "nothing")
             return None

@@ -65,6 +65,26 @@ def promote(session: Session, version: ModelVersion) -> ModelVersion | None:
     return previous
 
 
+def fail_active(session: Session, version_id: int, reason: str) -> ModelVersion | None:
+    """The active version ``version_id`` cannot be served: mark it ``failed`` with ``reason`` (in its
+    metrics, ``load_error``) and make the version promoted before it active again. Returns that one
+    (None: there was none, or another process did this first)."""
+    version = session.get(ModelVersion, version_id)
+    if version is None or version.status != VersionStatus.active.value:
+        return None
+    version.status = VersionStatus.failed.value
+    version.metrics = {**(version.metrics or {}), "load_error": reason[:500]}
+    session.flush()
+    previous = session.execute(
+        select(ModelVersion).where(ModelVersion.status == VersionStatus.retired.value,
+                                   ModelVersion.promoted_at.is_not(None))
+        .order_by(ModelVersion.promoted_at.desc())
+    ).scalars().first()
+    if previous is not None:
+        promote(session, previous)
+    return previous
+
+
 def rollback(session: Session) -> ModelVersion:
     """Re-activate the version that was active before the current one."""
     current = active_version(session)

@@ -37,6 +37,7 @@ from sqlalchemy.orm import Session
 
 from autodetect.db import db_now, insert_stmt, session_scope
 from autodetect.model.provider import LoadedModel, ModelProvider
+from autodetect.model.registry import fail_active
 from autodetect.pipeline.listing_predictions import refresh_listing_predictions
 from autodetect.pipeline.fates import Failure, failure_of, record_failures
 from autodetect.pipeline.inference_claims import claim_batch
@@ -115,11 +116,11 @@ def _prepare(settings: Settings, provider: ModelProvider, *, wait: bool, errors:
         model = provider.get(s)
         if model is None or model.version_id != provider.active_id:
             # The active version cannot be loaded. The last good model may stand in for it in the API,
-            # not here: its predictions would not be the active version's. A counted, bounded failure.
-            if provider.last_error:
-                _fail_unservable(settings, claim_batch(settings, wait=False, session=s), provider.last_error)
-                if errors is not None:
-                    errors.append(provider.last_error)
+            # not here (its predictions would not be the active version's): the photos wait, and the
+            # version has the bounded fate (``model_load_attempts``, then failed and rolled back).
+            _give_up_on_broken(s, settings, provider)
+            if errors is not None and provider.last_error:
+                errors.append(provider.last_error)
             return None
         ids = claim_batch(settings, wait=wait, session=s)
     if not ids:
@@ -278,12 +279,14 @@ def _write_isolating(settings: Settings, provider: ModelProvider | None, batch: 
     return total
 
 
-def _fail_unservable(settings: Settings, ids: list[int], reason: str) -> None:
-    """A claimed batch that no model can serve: a counted, transient failure for each photo."""
-    if ids:
-        with session_scope(settings) as s:
-            attempts = dict(s.execute(select(Image.id, Image.attempts).where(Image.id.in_(ids))).all())
-            record_failures(s, settings, Stage.inference.value, [Failure(i, reason[:300]) for i in ids], attempts)
+def _give_up_on_broken(session: Session, settings: Settings, provider: ModelProvider) -> None:
+    """After ``model_load_attempts`` failed loads of the active version: failed, the previous back."""
+    broken = provider.active_id
+    if broken is None or provider.load_failures(broken) < settings.model_load_attempts:
+        return
+    restored = fail_active(session, broken, provider.last_error or "cannot load the model")
+    log.error("%s; gave up after %d tries: marked failed, %s active again", provider.last_error,
+              settings.model_load_attempts, restored.name if restored else "no version")
 
 
 def _release(settings: Settings, ids: Sequence[int]) -> None:

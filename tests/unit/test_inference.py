@@ -17,7 +17,6 @@ from autodetect.db import session_scope, upgrade
 from autodetect.model.provider import MEASURED_FASTEST, ModelProvider, serving_preference
 from autodetect.pipeline.inference import predict_batch, predict_pending
 from autodetect.pipeline.inference_claims import claim, claim_batch
-from autodetect.model.bundle import save_labels
 from autodetect.model.registry import find_version, promote
 from autodetect.settings import configure
 from autodetect.pipeline.status import pipeline_status
@@ -26,7 +25,6 @@ from autodetect.pipeline.sweeper import sweep
 from tests.unit.test_inference_support import (
     ROOT,
     add_listings,
-    colour_onnx,
     jpeg,
     register_version,
     store_photos,
@@ -118,12 +116,13 @@ def test_a_vanished_photo_fails_clearly_and_the_rest_succeed(settings, photos):
 
 
 @pytest.mark.parametrize("damage", ["missing_dir", "corrupt_model", "corrupt_labels", "other_classes"])
-def test_a_broken_promoted_model_holds_the_photos_until_it_loads(settings, photos, damage):
+def test_a_broken_promoted_model_is_given_up_and_the_last_good_one_restored(settings, photos, damage):
     """The provider keeps the last good model (the API answers with it), but the pipeline does not let
-    it stand in: its predictions would not be the active version's. The photos wait, counted, with
-    the load error as their reason, and are predicted by the active version once it loads."""
+    it stand in: its predictions would not be the active version's. The photos wait, uncounted (the
+    model is not their fault); the version has the bounded fate: after ``model_load_attempts`` failed
+    loads it is ``failed`` with the reason, the version before it is active again and predicts them."""
     register_version(settings, "v1", RGB)
-    v2 = register_version(settings, "v2", ["blue", "red", "green"], active=False)
+    register_version(settings, "v2", ["blue", "red", "green"], active=False)
     directory = settings.data_dir / "models" / "v2"
     if damage == "missing_dir":
         shutil.rmtree(directory)
@@ -140,30 +139,29 @@ def test_a_broken_promoted_model_holds_the_photos_until_it_loads(settings, photo
     with session_scope(settings) as s:
         promote(s, find_version(s, "v2"))
     ids = add_listings(settings, [{"photos": [photos["green"], photos["blue"]], "label": "red"}], first_id=2)
-    result = predict_batch(settings, provider)
-    assert result.predicted == 0 and result.errors and result.errors[0].startswith("cannot load model v2:")
-    assert provider.last_error and provider.last_error.startswith("cannot load model v2:")
-    assert {"missing_dir": "not found", "corrupt_model": "model.onnx", "corrupt_labels": "corrupt",
-            "other_classes": "other classes"}[damage] in provider.last_error
-    with session_scope(settings) as s:
-        assert set(s.scalars(select(Prediction.model_version_id))) == {1}, "nothing written for these photos"
-        assert provider.get(s).name == "v1", "the last good model stays loaded (the API's stand-in)"
-    for i in ids:
-        row = _row(settings, i)
-        assert row[:3] == ("inference", "pending", 1) and row.error.startswith("cannot load model v2:")
-    # The artifact is repaired: the next retry (after inference_model_retry_s) serves v2.
-    shutil.rmtree(directory, ignore_errors=True)
-    colour_onnx(directory / "model.onnx", ["blue", "red", "green"])
-    save_labels(directory, ["blue", "red", "green"], backbone="test", image_size=16)
-    with session_scope(settings) as s:
-        assert provider.get(s).name == "v1", "not retried before inference_model_retry_s"
+    for attempt in range(1, settings.model_load_attempts + 1):
+        result = predict_batch(settings, provider)
+        assert result.predicted == 0 and result.errors[0].startswith("cannot load model v2:")
+        assert provider.load_failures(find_v2_id(settings)) == attempt
+        assert {"missing_dir": "not found", "corrupt_model": "model.onnx", "corrupt_labels": "corrupt",
+                "other_classes": "other classes"}[damage] in provider.last_error
+        assert [_row(settings, i)[:3] for i in ids] == [("inference", "pending", 0)] * 2, "waiting, uncounted"
+        with session_scope(settings) as s:
+            assert provider.get(s).name == "v1", "the last good model stays loaded (the API's stand-in)"
         clock[0] += settings.inference_model_retry_s + 1
-        assert provider.get(s).version_id == v2 and provider.last_error is None
-    _make_due(settings, Image.id.in_(ids))
-    assert sum(predict_batch(settings, provider).predicted for _ in ids) == 2
+    with session_scope(settings) as s:
+        v2 = find_version(s, "v2")
+        assert v2.status == "failed" and v2.metrics["load_error"].startswith("cannot load model v2:")
+        assert find_version(s, "v1").status == "active"
+    assert predict_batch(settings, provider).predicted == 2
     with session_scope(settings) as s:
         assert {s.get(Image, i).state for i in ids} == {"done"}
-        assert set(s.scalars(select(Prediction.model_version_id).where(Prediction.image_id.in_(ids)))) == {v2}
+        assert set(s.scalars(select(Prediction.model_version_id))) == {1}
+
+
+def find_v2_id(settings) -> int:
+    with session_scope(settings) as s:
+        return find_version(s, "v2").id
 
 
 def test_versions_with_different_classes_never_mix(settings, photos):
