@@ -32,7 +32,7 @@ from PIL import Image as PILImage
 from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
-from autodetect.db import is_postgres, session_scope
+from autodetect.db import db_now, is_postgres, session_scope
 from autodetect.images.alignment import Thumb, residual
 from autodetect.images.decode import hamming
 from autodetect.images.store import ImageStore
@@ -204,7 +204,7 @@ def _find_original(session: Session, image_id: int, sha256: str | None,
 def _mark_unique(session: Session, settings: Settings, image_id: int) -> None:
     table = Image.__table__  # plain UPDATEs: no ORM session synchronization to evaluate
     session.execute(update(table).where(table.c.id == image_id)
-                    .values(updated_at=utcnow(), **moved_on(session, settings, Stage.inference.value)))
+                    .values(**moved_on(settings, Stage.inference.value, db_now(session))))
 
 
 def _mark_duplicate(session: Session, settings: Settings, image_id: int, listing_id: int, original_id: int,

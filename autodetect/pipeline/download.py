@@ -111,10 +111,10 @@ def _record(settings: Settings, moved: list[dict], failures: list[Failure], atte
     in_stage = (_images.c.id == bindparam("b_id")) & (_images.c.stage == Stage.download.value)
     with session_scope(settings) as s:
         # Executemany: the SET clause comes from the keys of the parameter sets, and the fixed values.
+        now = db_now(s)
         if moved:
-            s.execute(update(_images).where(in_stage).values(updated_at=db_now(s),
-                                                             **moved_on(s, settings, Stage.dedup.value)), moved)
-        final = record_failures(s, settings, Stage.download.value, failures, attempts)
+            s.execute(update(_images).where(in_stage).values(**moved_on(settings, Stage.dedup.value, now)), moved)
+        final = record_failures(s, settings, Stage.download.value, failures, attempts, now)
     outcome.done = [v["b_id"] for v in moved]
     outcome.failed = final
     outcome.retry = {f.image_id: f.reason for f in failures if f.image_id not in final}

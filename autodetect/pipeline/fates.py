@@ -23,7 +23,7 @@ import random
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import bindparam, update
 from sqlalchemy.orm import Session
@@ -85,9 +85,13 @@ def retry_delay(settings: Settings, attempts: int, retry_after: float | None = N
 
 
 def record_failures(session: Session, settings: Settings, stage: str, failures: Sequence[Failure],
-                    attempts_before: dict[int, int]) -> dict[int, str]:
+                    attempts_before: dict[int, int], now: datetime | None = None) -> dict[int, str]:
     """Count each failure on its row (still in ``stage``) and decide its fate. Returns the ids that
-    are now ``failed`` for good, with their reasons; the others are pending with a due time."""
+    are now ``failed`` for good, with their reasons; the others are pending with a due time.
+    ``now``: the database's clock, when the caller has read it already."""
+    if not failures:
+        return {}
+    now = now or db_now(session)
     final: dict[int, str] = {}
     params = []
     for f in failures:
@@ -97,17 +101,13 @@ def record_failures(session: Session, settings: Settings, stage: str, failures: 
             final[f.image_id] = f.reason
         delay = 0.0 if gives_up else retry_delay(settings, tries, f.retry_after)
         params.append({"b_id": f.image_id, "b_state": State.failed.value if gives_up else State.pending.value,
-                       "b_error": f.reason, "b_next": timedelta(seconds=delay)})
-    if params:
-        now = db_now(session)
-        for p in params:
-            p["b_next"] = now + p["b_next"]
-        session.execute(
-            update(_images)
-            .where(_images.c.id == bindparam("b_id"), _images.c.stage == stage)
-            .values(state=bindparam("b_state"), error=bindparam("b_error"), attempts=_images.c.attempts + 1,
-                    lease_until=None, updated_at=now, next_attempt_at=bindparam("b_next")),
-            params)
+                       "b_error": f.reason, "b_next": now + timedelta(seconds=delay)})
+    session.execute(
+        update(_images)
+        .where(_images.c.id == bindparam("b_id"), _images.c.stage == stage)
+        .values(state=bindparam("b_state"), error=bindparam("b_error"), attempts=_images.c.attempts + 1,
+                lease_until=None, updated_at=now, next_attempt_at=bindparam("b_next")),
+        params)
     return final
 
 
@@ -127,19 +127,19 @@ def claim_rows(session: Session, settings: Settings, stage: str, ids: Sequence[i
     return sorted(claimed, key=lambda row: row.id)
 
 
-def moved_on(session: Session, settings: Settings, next_stage: str) -> dict:
-    """``SET`` values of a photo that finished its stage and now waits in ``next_stage``: a fresh
-    count of attempts, no reason, no claim, due for the sweeper in ``stale_after_s`` in case the
-    message that announces it is lost."""
+def moved_on(settings: Settings, next_stage: str, now: datetime) -> dict:
+    """``SET`` values of a photo that finished its stage at ``now`` (the database's clock) and waits in
+    ``next_stage``: a fresh count of attempts, no reason, no claim, due for the sweeper in
+    ``stale_after_s`` in case the message that announces it is lost."""
     return {"stage": next_stage, "state": State.pending.value, "attempts": 0, "error": None, "lease_until": None,
-            "next_attempt_at": db_now(session, settings.stale_after_s)}
+            "updated_at": now, "next_attempt_at": now + timedelta(seconds=settings.stale_after_s)}
 
 
 def retry_failed(session: Session, settings: Settings, *, stage: str | None = None,
                  reason: str | None = None) -> dict[str, list[int]]:
     """Put ``failed`` photos back (``autodetect retry``): pending in their stage, attempts from zero,
-    sent now (and by the sweeper after ``stale_after_s`` if that message is lost). ``stage`` and ``reason`` (a part of the stored reason) narrow the choice. Returns the
-    ids per stage."""
+    sent now (and by the sweeper after ``stale_after_s`` if that message is lost). ``stage`` and
+    ``reason`` (a part of the stored reason) narrow the choice. Returns the ids per stage."""
     now = db_now(session)
     where = [_images.c.state == State.failed.value]
     if stage:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from datetime import datetime
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,7 +44,7 @@ from autodetect.pipeline.fates import Failure, failure_of, record_failures
 from autodetect.pipeline.inference_claims import claim_batch
 from autodetect.pipeline.inference_photos import background_priority, load_photos
 from autodetect.settings import Settings
-from autodetect.storage import Image, ModelVersion, Prediction, Stage, State, VersionStatus, utcnow
+from autodetect.storage import Image, ModelVersion, Prediction, Stage, State, VersionStatus
 
 log = logging.getLogger(__name__)
 
@@ -294,10 +295,10 @@ def _release(settings: Settings, ids: Sequence[int]) -> None:
     (best effort: otherwise the sweeper takes them back when their lease ends, and counts them)."""
     try:
         with session_scope(settings) as s:
+            now = db_now(s)
             s.execute(update(Image).where(Image.id.in_(list(ids)), Image.stage == Stage.inference.value,
                                           Image.state == State.running.value)
-                      .values(state=State.pending.value, lease_until=None, updated_at=db_now(s),
-                              next_attempt_at=db_now(s)))
+                      .values(state=State.pending.value, lease_until=None, updated_at=now, next_attempt_at=now))
     except Exception as exc:  # noqa: BLE001 - the original error matters more
         log.warning("could not give back %d claimed photos (the sweeper will): %s", len(ids), exc)
 
@@ -333,7 +334,7 @@ def _write(settings: Settings, provider: ModelProvider | None, batch: _Batch, pr
                 s.execute(update(Image).where(Image.id.in_(done_ids))
                           .values(stage=Stage.done.value, state=State.done.value, error=None, lease_until=None,
                                   updated_at=now))
-        _record(s, settings, batch, mark_state)
+        _record(s, settings, batch, mark_state, now)
         # The listings of these photos, and of their duplicates elsewhere, which reuse the prediction.
         written = set(done_ids)
         listings = {r.listing_id for r in batch.rows if r.id in written}
@@ -349,15 +350,15 @@ def _write(settings: Settings, provider: ModelProvider | None, batch: _Batch, pr
     return result
 
 
-def _record(session: Session, settings: Settings, batch: _Batch, mark_state: bool) -> None:
+def _record(session: Session, settings: Settings, batch: _Batch, mark_state: bool, now: datetime) -> None:
     """The batch's failures on their rows: counted with their fate in the pipeline, or (tagging with
     another version, rows not claimed) simply marked failed with the reason."""
     if not batch.failures:
         return
     if mark_state:
         attempts = {r.id: r.attempts for r in batch.rows}
-        record_failures(session, settings, Stage.inference.value, batch.failures, attempts)
+        record_failures(session, settings, Stage.inference.value, batch.failures, attempts, now)
         return
     for f in batch.failures:
         session.execute(update(Image).where(Image.id == f.image_id).values(
-            stage=Stage.inference.value, state=State.failed.value, error=f.reason, updated_at=utcnow()))
+            stage=Stage.inference.value, state=State.failed.value, error=f.reason, updated_at=now))

@@ -71,7 +71,7 @@ def reclaim_lost_claims(session: Session, settings: Settings, now: datetime) -> 
     for stage in {r.stage for r in rows}:
         mine = [r for r in rows if r.stage == stage]
         record_failures(session, settings, stage, [Failure(r.id, LOST) for r in mine],
-                        {r.id: r.attempts for r in mine})
+                        {r.id: r.attempts for r in mine}, now)
     return len(rows)
 
 
