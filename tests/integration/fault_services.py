@@ -132,6 +132,12 @@ class _Service:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    def restart(self, down_s: float = 3.0) -> None:
+        """Stopped, ``down_s`` seconds down, started again."""
+        self.stop()
+        time.sleep(down_s)
+        self.start()
+
     def close(self) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
 
@@ -301,11 +307,6 @@ class RedisServer(_Service):
         self.proc = None
         _wait(lambda: not port_open(self.port), 10, "Redis's port to close")
 
-    def restart(self, down_s: float = 3.0) -> None:
-        self.stop()
-        time.sleep(down_s)
-        self.start()
-
     def log_tail(self, lines: int = 20) -> str:
         try:
             return "\n".join((self.root / "redis.log").read_text(errors="replace").splitlines()[-lines:])
@@ -405,11 +406,6 @@ class RabbitNode(_Service):
         _kill_group(self.proc, signal.SIGTERM, wait=15)
         self.proc = None
         _wait(lambda: not port_open(self.port), 15, "RabbitMQ's port to close")
-
-    def restart(self, down_s: float = 3.0) -> None:
-        self.stop()
-        time.sleep(down_s)
-        self.start()
 
     def close(self) -> None:
         try:
