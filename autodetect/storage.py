@@ -81,7 +81,8 @@ class CarClass(Base):
 
 class Listing(Base):
     __tablename__ = "listings"
-    __table_args__ = (UniqueConstraint("source", "external_id", name="uq_listings_source_external_id"),)
+    __table_args__ = (UniqueConstraint("source", "external_id", name="uq_listings_source_external_id"),
+                      Index("ix_listings_place", "place_lat", "place_lon"))
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     source: Mapped[str] = mapped_column(String(40))
@@ -99,6 +100,14 @@ class Listing(Base):
     country: Mapped[str | None] = mapped_column(String(2))
     latitude: Mapped[float | None] = mapped_column(Float)
     longitude: Mapped[float | None] = mapped_column(Float)
+    #: Where the listing is, for the offers search: its own coordinates, else its postal code's centroid.
+    place_lat: Mapped[float | None] = mapped_column(Float)
+    place_lon: Mapped[float | None] = mapped_column(Float)
+    #: How it is sold (the Browse API's ``buyingOptions``, comma-separated: FIXED_PRICE, AUCTION, ...).
+    buying_options: Mapped[str | None] = mapped_column(String(60))
+    bid_count: Mapped[int | None] = mapped_column(Integer)
+    #: Why the asking price cannot count in price statistics (None: it can).
+    price_issue: Mapped[str | None] = mapped_column(String(120))
     condition: Mapped[str | None] = mapped_column(String(60))
     class_id: Mapped[int | None] = mapped_column(ForeignKey("car_classes.id"), index=True)
     label_method: Mapped[str] = mapped_column(String(20), default="unknown")
@@ -172,6 +181,11 @@ class Image(Base):
     duplicate_distance: Mapped[int | None] = mapped_column(Integer)
     #: A duplicate whose listing carries another label than its original's listing.
     label_conflict: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: The order in which dedup decided photos originals (decisions are serialized): an in-memory hash
+    #: index catches up with one range query.
+    original_seq: Mapped[int | None] = mapped_column(BigInteger, unique=True, index=True)
+    #: Why the photo is left out of training (not a car, a label a confident model contradicts).
+    excluded_reason: Mapped[str | None] = mapped_column(String(200))
 
     listing: Mapped[Listing] = relationship(back_populates="images", foreign_keys=[listing_id])
     duplicate_of: Mapped["Image | None"] = relationship(remote_side=[id])
@@ -214,6 +228,7 @@ class ListingPrediction(Base):
     __tablename__ = "listing_predictions"
     __table_args__ = (
         UniqueConstraint("listing_id", "model_version_id", name="uq_listing_predictions_listing_version"),
+        Index("ix_listing_predictions_version_class", "model_version_id", "top_class"),
     )
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     listing_id: Mapped[int] = mapped_column(ForeignKey("listings.id", ondelete="CASCADE"))
@@ -290,3 +305,15 @@ class Beat(Base):
     __tablename__ = "beats"
     name: Mapped[str] = mapped_column(String(40), primary_key=True)
     at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class PriceModel(Base):
+    """A fit of the fair-price models over the catalogue (``catalogue_key`` names the catalogue it was fitted
+    on; refitted when that changes)."""
+
+    __tablename__ = "price_models"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    fitted_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    catalogue_key: Mapped[str] = mapped_column(String(64), index=True)
+    listings: Mapped[int] = mapped_column(Integer)
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
