@@ -1,9 +1,10 @@
 """Dedup stage: exact duplicates by sha256, near duplicates by a 64-bit perceptual hash, confirmed on
 the pixels.
 
-**Candidates** come from multi-index hashing in the database, which a photo probes with its own hash
-and with those of itself lightly padded and cropped, so that cropped copies are found too
-(``near_duplicates``).
+**Candidates** come from multi-index hashing over the originals' hashes, held in memory by each
+process and caught up with the database before every lookup, which a photo probes with its own hash
+and with those of itself lightly padded and cropped, so that cropped copies are found too; what the
+index answers is read again from the database (``near_duplicates``).
 
 **Verification**: 64 bits cannot tell every pair of near-identical distinct photos apart (template-like
 interiors, one model in one setting), so every hash candidate is confirmed on the two stored
@@ -15,9 +16,11 @@ Copies measured up to 8.8 levels (JPEG noise, resampling), distinct candidates 1
 
 Decisions are serialized (an advisory lock on PostgreSQL, a process lock on embedded SQLite), so an
 image is only ever compared with originals decided before it: duplicates always point at an
-original, never at another duplicate. On PostgreSQL the slow part, verification, runs before the
-lock against the candidates found then; under the lock the lookup is repeated and only originals
-decided in between are verified there."""
+original, never at another duplicate. A photo found unique is numbered under the lock
+(``images.original_seq``: one more than the highest so far, so in commit order), which is how every
+process's index learns of it. On PostgreSQL the slow part, verification, runs before the lock
+against the candidates found then; under the lock the lookup is repeated (the index catches up
+again) and only originals decided in between are verified there."""
 
 from __future__ import annotations
 
@@ -29,7 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from PIL import Image as PILImage
-from sqlalchemy import select, text, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
 from autodetect.db import db_now, is_postgres, session_scope
@@ -39,7 +42,7 @@ from autodetect.images.store import ImageStore
 from autodetect.pipeline.dispatch import Dispatch
 from autodetect.pipeline.fates import Failure, claim_rows, failure_of, moved_on, record_failures
 from autodetect.pipeline.listing_predictions import refresh_listing_predictions
-from autodetect.pipeline.near_duplicates import Candidate, find_candidates, probe_hashes
+from autodetect.pipeline.near_duplicates import ORIGINAL, Candidate, find_candidates, probe_hashes
 from autodetect.settings import Settings
 from autodetect.storage import Image, Listing, Stage, State, utcnow
 
@@ -47,7 +50,6 @@ log = logging.getLogger(__name__)
 
 _DEDUP_LOCK_KEY = 0x0AD7D0D0  # pg_advisory_xact_lock key for dedup decisions
 _embedded_lock = threading.Lock()
-_ORIGINAL_STAGES = (Stage.inference.value, Stage.done.value)
 #: When a photo cannot be looked at, only hashes this close count (distinct sandbox photos come this
 #: close once in ~10,000 photos; at 8 bits, 20 times as often).
 _UNVERIFIED_MAX_DISTANCE = 4
@@ -187,9 +189,7 @@ def _find_original(session: Session, image_id: int, sha256: str | None,
     """``(original id, distance)``: an exact copy's (distance 0), else the nearest verified near
     duplicate's; ``(None, None)`` when the photo is unique."""
     exact = session.execute(
-        select(Image.id).where(Image.sha256 == sha256, Image.id != image_id,
-                               Image.duplicate_of_id.is_(None), Image.stage.in_(_ORIGINAL_STAGES),
-                               Image.state != State.failed.value).order_by(Image.id).limit(1)
+        select(Image.id).where(Image.sha256 == sha256, Image.id != image_id, *ORIGINAL).order_by(Image.id).limit(1)
     ).scalar_one_or_none() if sha256 else None
     if exact is not None:
         return exact, 0
@@ -202,9 +202,12 @@ def _find_original(session: Session, image_id: int, sha256: str | None,
 
 
 def _mark_unique(session: Session, settings: Settings, image_id: int) -> None:
+    """Under the decision lock: on to inference, numbered after every original decided before."""
     table = Image.__table__  # plain UPDATEs: no ORM session synchronization to evaluate
+    prior = table.alias("prior")  # not correlated with the row being updated
+    seq = select(func.coalesce(func.max(prior.c.original_seq), 0) + 1).scalar_subquery()
     session.execute(update(table).where(table.c.id == image_id)
-                    .values(**moved_on(settings, Stage.inference.value, db_now(session))))
+                    .values(original_seq=seq, **moved_on(settings, Stage.inference.value, db_now(session))))
 
 
 def _mark_duplicate(session: Session, settings: Settings, image_id: int, listing_id: int, original_id: int,

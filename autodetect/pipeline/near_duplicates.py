@@ -2,12 +2,20 @@
 ``settings.dedup_hamming_threshold`` bits of a photo's, found through an index rather than by reading
 every hash. The stage (``dedup``) then confirms each candidate on the pixels.
 
-**Candidates** come from multi-index hashing in the database: the hash is split into four 16-bit
-chunks, each with its own index ``(phash_cN, phash)``. Two hashes within Hamming distance ``t`` agree
-within ``t // 4`` bits on at least one chunk (pigeonhole; :func:`index_plan` refines it so that only
-``t % 4 + 1`` chunks need that radius and the rest one bit less), so the candidates are the rows whose
-chunk i lies within that radius of the query's chunk i, for some i; each candidate's full distance is
-checked (inside the index on PostgreSQL). That touches a few thousand index entries, not every hash.
+**Candidates** come from multi-index hashing in memory (``hash_index``): the hash is split into four
+16-bit chunks. Two hashes within Hamming distance ``t`` agree within ``t // 4`` bits on at least one
+chunk (pigeonhole; :func:`index_plan` refines it so that only ``t % 4 + 1`` chunks need that radius and
+the rest one bit less), so the candidates are the hashes whose chunk i lies within that radius of the
+query's chunk i, for some i; each candidate's full distance is then checked. That touches a few
+thousand hashes of a million, not every one.
+
+**PostgreSQL (or SQLite) stays the source of truth.** Each process keeps one index per database, built
+on first use from the originals' ids and hashes (about 2 s per million; 56 bytes per hash, see
+``hash_index``), and caught up before every lookup by one indexed range query: dedup numbers the
+originals it decides (``images.original_seq``, assigned under its decision lock, so in commit order),
+and the index reads those numbered after the last it holds. What the index answers is read again by
+primary key with the original filters (not a duplicate, stage inference or done, not failed), so an
+original that failed or changed since is never used, and the normalized photo comes from that read.
 
 pHash describes the picture's low frequencies: re-encoding, resizing and brightness move it by a few
 bits, but a crop of a few percent per edge zooms and shifts the whole picture and moves it by up to 18
@@ -20,27 +28,36 @@ land within a few bits like the other copies.
 
 from __future__ import annotations
 
+import logging
+import os
+import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
-from itertools import combinations
+from itertools import chain, combinations
 
 import numpy as np
 from PIL import Image as PILImage
-from sqlalchemy import text
+from sqlalchemy import and_
 from sqlalchemy.orm import Session
 
-from autodetect.db import is_postgres
 from autodetect.images.decode import hamming, perceptual_hash
+from autodetect.pipeline.hash_index import CHUNK_BITS, CHUNKS, HashIndex, ProbePlan
+from autodetect.storage import Image, Stage, State
 
-CHUNKS = 4
-CHUNK_BITS = 16
+log = logging.getLogger(__name__)
+
 #: Chunks from the least to the most crowded. pHash's top chunk holds the lowest frequencies (and the
 #: DC bit, almost always 1), so its values cluster most; it gets the smaller radius when there is a choice.
 _CHUNK_ORDER = (0, 1, 2, 3)
+_MASK64 = (1 << 64) - 1
+#: The conditions under which a photo is an original that later photos may duplicate.
+ORIGINAL = (Image.duplicate_of_id.is_(None), Image.stage.in_((Stage.inference.value, Stage.done.value)),
+            Image.state != State.failed.value)
 
 
-# --- the index -------------------------------------------------------------------------------------
+# --- the pigeonhole --------------------------------------------------------------------------------
 
 def index_plan(threshold: int) -> list[tuple[int, int]]:
     """``[(chunk, radius)]`` to probe for hashes within ``threshold`` bits (a chunk with radius -1 is not
@@ -57,22 +74,27 @@ def index_plan(threshold: int) -> list[tuple[int, int]]:
 
 
 @cache
-def _flip_masks(radius: int) -> tuple[int, ...]:
-    """Every 16-bit mask with at most ``radius`` bits set, fewest bits first."""
-    return tuple(sum(1 << b for b in bits) for r in range(radius + 1)
-                 for bits in combinations(range(CHUNK_BITS), r))
+def flip_masks(radius: int) -> np.ndarray:
+    """Every 16-bit mask with at most ``radius`` bits set, fewest bits first (read-only)."""
+    masks = np.array([sum(1 << b for b in bits) for r in range(radius + 1)
+                      for bits in combinations(range(CHUNK_BITS), r)], dtype=np.intp)
+    masks.flags.writeable = False
+    return masks
 
 
-def chunk_neighbours(chunk: int, radius: int) -> list[int]:
-    """All 16-bit values within ``radius`` bits of ``chunk``."""
-    return [chunk ^ mask for mask in _flip_masks(radius)]
+@cache
+def probe_plan(threshold: int) -> ProbePlan:
+    """:func:`index_plan` as the index reads it."""
+    return ProbePlan.of([(chunk, flip_masks(r)) for chunk, r in index_plan(threshold) if r >= 0])
 
 
 def phash_chunks(value: int) -> dict[str, int]:
     """The 16-bit chunks of a signed 64-bit hash, as the ``phash_c*`` columns."""
-    unsigned = value & 0xFFFFFFFFFFFFFFFF
+    unsigned = value & _MASK64
     return {f"phash_c{i}": (unsigned >> (CHUNK_BITS * i)) & 0xFFFF for i in range(CHUNKS)}
 
+
+# --- the lookup ------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Candidate:
@@ -96,87 +118,131 @@ def near_candidates(session: Session, phash: int, threshold: int, *, exclude_id:
 
 def find_candidates(session: Session, queries: Sequence[int], threshold: int, *,
                     exclude_id: int | None = None) -> list[Candidate]:
-    """:func:`near_candidates` for several query hashes at once, with each original's hash and photo."""
+    """:func:`near_candidates` for several query hashes at once, with each original's hash and photo:
+    the index caught up with the database, searched, and its answers read again from the database."""
     queries = list(dict.fromkeys(queries))
-    plan = [(i, r) for i, r in index_plan(threshold) if r >= 0]
-    if not plan or not queries:
+    if threshold < 0 or not queries:
         return []
-    if is_postgres(session):
-        rows = _near_postgres(session, queries, threshold, plan, exclude_id)
-    else:
-        rows = _near_generic(session, queries, plan, exclude_id)
+    index = current_index(session)
+    ids = index.search(np.array([q & _MASK64 for q in queries], dtype=np.uint64), threshold, probe_plan(threshold))
+    return _verified(session, queries, threshold, [i for i in ids.tolist() if i != exclude_id])
+
+
+def _verified(session: Session, queries: list[int], threshold: int, ids: list[int]) -> list[Candidate]:
+    """The candidates ``ids`` that are still originals within the threshold, as the database has them
+    now (one read by primary key), nearest first, ties by id."""
+    if not ids:
+        return []
     found = []
-    for image_id, h, key in rows:
-        if h is None:
-            continue
-        distance = min(hamming(q, h) for q in queries)
+    for image_id, h, key in _rows(session, f"SELECT id, phash, normalized_key FROM images "
+                                           f"WHERE id IN ({', '.join(map(str, ids))}) AND {_ORIGINAL_SQL}"):
+        distance = min(hamming(q, h) for q in queries) if h is not None else threshold + 1
         if distance <= threshold:
             found.append(Candidate(distance, image_id, h, key))
-    return sorted(set(found), key=lambda c: (c.distance, c.id))
+    return sorted(found, key=lambda c: (c.distance, c.id))
 
 
-def _near_generic(session: Session, queries: list[int], plan: list[tuple[int, int]], exclude_id: int | None):
-    """Any database (SQLite): one ``IN`` list of chunk neighbours per chunk index, OR-ed; the distance
-    is checked in Python. The lists are integers we computed, inlined into the statement."""
-    conds = []
-    for i, r in plan:
-        values = sorted({v for q in queries for v in chunk_neighbours(phash_chunks(q)[f"phash_c{i}"], r)})
-        conds.append(f"phash_c{i} IN ({','.join(map(str, values))})")
-    sql = (f"SELECT id, phash, normalized_key FROM images WHERE ({' OR '.join(conds)}) "
-           "AND duplicate_of_id IS NULL AND stage IN ('inference', 'done') AND state <> 'failed'")
-    params = {}
-    if exclude_id is not None:
-        sql += " AND id <> :x"
-        params["x"] = exclude_id
-    return session.execute(text(sql), params).all()
+# --- one index per database, in sync with it -------------------------------------------------------
+# The statements on the lookup's path are plain SQL text with the integers we hold inlined: building
+# and compiling SQLAlchemy statements there costs more than the database's answer.
+
+_ORIGINAL_SQL = str(and_(*ORIGINAL).compile(compile_kwargs={"literal_binds": True}))
+_BATCH = 100_000  # rows converted at a time when the whole index is read
 
 
-def _near_postgres(session: Session, queries: list[int], threshold: int, plan: list[tuple[int, int]],
-                   exclude_id: int | None):
-    """On PostgreSQL the distance is checked inside the index: each ``(phash_cN, phash)`` index is
-    probed for the chunk's neighbours and its entries filtered by ``bit_count`` on the index tuple (an
-    index-only scan: no table row is read for the thousands of chunk matches that are too far); only
-    the few hashes within the threshold are then joined back to their rows for the stage filters.
-
-    The statement is prepared once per connection (planning a lookup with several probes costs more
-    than running it)."""
-    chunks = tuple(i for i, _ in plan)
-    name, sql = _postgres_statement(len(queries), chunks, exclude_id is not None)
-    conn = session.connection()
-    prepared = conn.info.setdefault("autodetect_dedup_prepared", set())  # lives with the DBAPI connection
-    if name not in prepared:
-        conn.exec_driver_sql(f"PREPARE {name} AS {sql}")
-        prepared.add(name)
-    args: list[object] = []
-    for q in queries:
-        c = phash_chunks(q)
-        args += [q, *(chunk_neighbours(c[f"phash_c{i}"], r) for i, r in plan)]
-    args.append(threshold)
-    if exclude_id is not None:
-        args.append(exclude_id)
-    placeholders = ", ".join(["%s"] * len(args))
-    return conn.exec_driver_sql(f"EXECUTE {name} ({placeholders})", tuple(args)).all()
+def _rows(session: Session, sql: str) -> list:
+    return session.connection().exec_driver_sql(sql).all()
 
 
-@cache
-def _postgres_statement(n_queries: int, chunks: tuple[int, ...], exclude: bool) -> tuple[str, str]:
-    """``(name, SQL with $n parameters)``: per query its hash, then one neighbour array per chunk; then
-    the threshold; then the id to leave out."""
-    per_query = 1 + len(chunks)
-    t = n_queries * per_query + 1
-    parts = [f"SELECT phash FROM images WHERE phash_c{i} = ANY(${k * per_query + 2 + n}::integer[]) "
-             f"AND bit_count((phash # ${k * per_query + 1}::bigint)::bit(64)) <= ${t}::integer"
-             for k in range(n_queries) for n, i in enumerate(chunks)]
-    # LATERAL with OFFSET 0 (which keeps the planner from flattening it into a hash join over the
-    # whole table): one index probe per hit, as the planner cannot know how few pass ``bit_count``.
-    sql = (f"WITH hits AS ({' UNION '.join(parts)}) "
-           "SELECT r.id, r.phash, r.normalized_key FROM hits CROSS JOIN LATERAL ("
-           "SELECT i.id, i.phash, i.normalized_key FROM images i "
-           "WHERE i.phash_c0 = (hits.phash & 65535)::integer AND i.phash = hits.phash "
-           "AND i.duplicate_of_id IS NULL AND i.stage IN ('inference', 'done') AND i.state <> 'failed'"
-           f"{f' AND i.id <> ${t + 1}::bigint' if exclude else ''} OFFSET 0) r")
-    name = f"autodetect_near_{n_queries}_{''.join(map(str, chunks))}_{int(exclude)}"
-    return name, sql
+def _arrays(rows: Sequence[tuple[int, int | None]]) -> tuple[np.ndarray, np.ndarray]:
+    """``(unsigned hashes, ids)`` of ``[(id, signed hash)]``, leaving out rows without a hash."""
+    pairs = np.array([(i, h) for i, h in rows if h is not None], dtype=np.int64).reshape(-1, 2)
+    return pairs[:, 1].view(np.uint64), pairs[:, 0].copy()
+
+
+def _read_numbered(session: Session, upto: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(unsigned hashes, ids)`` of every original numbered up to ``upto``, straight from the driver's
+    cursor in batches (a million rows in about a second; SQLAlchemy's rows would take three)."""
+    cursor = session.connection().connection.cursor()
+    try:
+        cursor.execute(f"SELECT id, phash FROM images WHERE original_seq <= {int(upto)} AND phash IS NOT NULL")
+        parts = [np.fromiter(chain.from_iterable(batch), dtype=np.int64, count=2 * len(batch))
+                 for batch in iter(lambda: cursor.fetchmany(_BATCH), [])]
+    finally:
+        cursor.close()
+    pairs = np.concatenate([np.empty(0, dtype=np.int64), *parts]).reshape(-1, 2)
+    return pairs[:, 1].view(np.uint64), pairs[:, 0].copy()
+
+
+class _SyncedIndex:
+    """One database's numbered originals in a :class:`HashIndex`; ``last`` is the newest one read
+    ``(original_seq, id, phash)``."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._index: HashIndex | None = None
+        self._last: tuple[int, int, int | None] = (0, 0, None)
+
+    def caught_up(self, session: Session) -> HashIndex:
+        """The index with every original numbered in ``session``'s view of the database."""
+        # The transaction is begun before the lock is taken (on SQLite that takes the database's write
+        # lock, which another thread may hold while it waits for ours).
+        session.connection()
+        with self._lock:
+            if self._index is None or not self._catch_up(session):
+                self._rebuild(session)
+            return self._index
+
+    def _catch_up(self, session: Session) -> bool:
+        """Add the originals numbered after ``last``; False when ``last`` itself is no longer what was
+        read (the table was emptied or that row deleted): the index must be rebuilt."""
+        seq = self._last[0]
+        rows = [tuple(r) for r in _rows(session, f"SELECT original_seq, id, phash FROM images "
+                                                 f"WHERE original_seq >= {int(seq)} ORDER BY original_seq")]
+        if seq:
+            if not rows or rows[0] != self._last:
+                log.warning("dedup hash index: original #%d is no longer what was read; rebuilding", seq)
+                return False
+            rows = rows[1:]
+        if rows:
+            self._index = self._index.extended(*_arrays([(i, h) for _, i, h in rows]))
+            self._last = rows[-1]
+        return True
+
+    def _rebuild(self, session: Session) -> None:
+        """Read every numbered original's id and hash (those numbered later are caught up later)."""
+        started = time.perf_counter()
+        newest = _rows(session, "SELECT original_seq, id, phash FROM images WHERE original_seq IS NOT NULL "
+                                "ORDER BY original_seq DESC LIMIT 1")
+        self._last = tuple(newest[0]) if newest else (0, 0, None)
+        hashes, ids = _read_numbered(session, self._last[0])
+        read = time.perf_counter()
+        self._index = HashIndex.build(hashes, ids)
+        log.info("dedup hash index: %d originals read in %.2f s, indexed in %.2f s", len(self._index),
+                 read - started, time.perf_counter() - read)
+
+
+_indexes: dict[object, _SyncedIndex] = {}
+_indexes_lock = threading.Lock()
+
+
+def current_index(session: Session) -> HashIndex:
+    """This process's index of the database ``session`` is bound to, with every original numbered in
+    the session's view of it (built on first use)."""
+    url = session.get_bind().engine.url
+    with _indexes_lock:
+        synced = _indexes.setdefault(url, _SyncedIndex())
+    return synced.caught_up(session)
+
+
+def _forget_indexes() -> None:
+    """A forked child starts without its parent's indexes (and locks): it builds its own on first use."""
+    global _indexes_lock
+    _indexes.clear()
+    _indexes_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_indexes)
 
 
 # --- probes ----------------------------------------------------------------------------------------

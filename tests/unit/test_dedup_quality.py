@@ -237,7 +237,8 @@ def _fill(session, hashes: list[int]) -> None:
     session.execute(insert(Listing), [{"source": "t", "external_id": "1", "title": "x"}])
     session.execute(insert(Image), [
         {"listing_id": 1, "position": i, "url": f"u{i}", "stage": "done", "state": "done",
-         "phash": to_signed64(h), **phash_chunks(to_signed64(h))} for i, h in enumerate(hashes)])
+         "phash": to_signed64(h), **phash_chunks(to_signed64(h)), "original_seq": i + 1}
+        for i, h in enumerate(hashes)])
 
 
 def _hash_set(seed: int, threshold: int) -> tuple[list[int], list[list[int]]]:
