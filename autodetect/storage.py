@@ -82,7 +82,8 @@ class CarClass(Base):
 class Listing(Base):
     __tablename__ = "listings"
     __table_args__ = (UniqueConstraint("source", "external_id", name="uq_listings_source_external_id"),
-                      Index("ix_listings_place", "place_lat", "place_lon"))
+                      # the offers search: a model's active listings within a bounding box, from the index alone
+                      Index("ix_listings_class_place", "class_id", "status", "place_lat", "place_lon"))
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     source: Mapped[str] = mapped_column(String(40))

@@ -11,6 +11,8 @@ number, from its cursor (from the start after gaps), so "not seen for N crawls" 
 A stored listing is never overwritten with worse data: a field missing from a later record keeps its
 stored value, and a label is replaced only by one at least as confident. A listing's summary is
 completed by a detail call only when its title does not give the model and no earlier call gave it.
+Each stored page's price issues are set from the stored rows (``pricing/usable.py``); a crawl's end refits
+the fair prices when the catalogue changed (``pricing/fits.py``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ from sqlalchemy.orm import Session
 from autodetect.catalogue.names import Label, normalize
 from autodetect.db import db_now, insert_stmt, session_scope
 from autodetect.pipeline.dispatch import Dispatch
+from autodetect.pricing.fits import refresh_fair_prices
+from autodetect.pricing.usable import mark_price_issues
+from autodetect.serving.places import place_columns
 from autodetect.settings import Settings
 from autodetect.sources.base import BudgetExhausted, CallBudget, Page, Source, SourceError, SourceListing
 from autodetect.storage import CarClass, CrawlState, Image, Listing, ListingStatus, PriceChange, Stage, utcnow
@@ -35,8 +40,10 @@ log = logging.getLogger(__name__)
 
 #: Listing columns a later crawl may fill in but never blank out.
 _KEEP_IF_MISSING = ("url", "price", "currency", "city", "postal_code", "country", "latitude", "longitude",
-                    "condition", "seller_make", "seller_model", "year", "mileage")
+                    "condition", "seller_make", "seller_model", "year", "mileage", "buying_options", "bid_count")
 _MAX_NOTES = 50
+#: The listing fields its place follows (``place_columns``).
+_PLACE_FIELDS = (Listing.latitude, Listing.longitude, Listing.postal_code, Listing.country)
 
 
 @dataclass
@@ -163,10 +170,10 @@ def store_page(session: Session, source: str, crawl_no: int, listings: list[Sour
     if not listings:
         return []
     by_id = {item.external_id: item for item in listings}
-    existing = {
-        ext: (lid, price, currency)
-        for ext, lid, price, currency in session.execute(
-            select(Listing.external_id, Listing.id, Listing.price, Listing.currency)
+    existing = {  # ext -> (id, price, currency, latitude, longitude, postal code, country)
+        ext: tuple(stored)
+        for ext, *stored in session.execute(
+            select(Listing.external_id, Listing.id, Listing.price, Listing.currency, *_PLACE_FIELDS)
             .where(Listing.source == source, Listing.external_id.in_(by_id))
         )
     }
@@ -176,7 +183,7 @@ def store_page(session: Session, source: str, crawl_no: int, listings: list[Sour
     rows = []
     for ext, item in by_id.items():
         stats.count(item.problems)
-        rows.append(_listing_row(source, crawl_no, item, labels[ext], class_ids, now))
+        rows.append(_listing_row(source, crawl_no, item, labels[ext], class_ids, now, existing.get(ext, ())[3:]))
     ids = _upsert_listings(session, rows)
     stats.price_changes += _record_price_changes(session, by_id, existing, ids, now)
     stats.listings += len(by_id)
@@ -189,12 +196,18 @@ def store_page(session: Session, source: str, crawl_no: int, listings: list[Sour
 
 
 def _listing_row(source: str, crawl_no: int, item: SourceListing, label: Label, class_ids: dict[str, int],
-                 now: datetime) -> dict[str, Any]:
-    """The ``listings`` row of one record, as seen by crawl ``crawl_no`` at ``now``."""
+                 now: datetime, stored_place: tuple = ()) -> dict[str, Any]:
+    """The ``listings`` row of one record, as seen by crawl ``crawl_no`` at ``now``. Its place is that of
+    the fields as the upsert leaves them (``stored_place``: the stored latitude, longitude, postal code and
+    country, which a missing field keeps)."""
+    fields = (item.latitude, item.longitude, item.postal_code, item.country)
+    merged = [new if new is not None else old for new, old in zip(fields, stored_place or (None,) * 4)]
     return {
+        **place_columns(*merged),
         "source": source, "external_id": item.external_id, "url": item.url, "title": item.title,
         "seller_make": item.make, "seller_model": item.model, "year": item.year,
         "price": item.price, "currency": item.currency, "mileage": item.mileage,
+        "buying_options": ",".join(item.buying_options) or None, "bid_count": item.bid_count,
         "city": item.city, "postal_code": item.postal_code, "country": item.country,
         "latitude": item.latitude, "longitude": item.longitude, "condition": item.condition,
         "class_id": class_ids.get(label.class_name) if label.class_name else None,
@@ -213,7 +226,7 @@ def _upsert_listings(session: Session, rows: list[dict[str, Any]]) -> dict[str, 
     table = Listing.__table__
     updates: dict[str, Any] = {c: func.coalesce(getattr(excluded, c), table.c[c]) for c in _KEEP_IF_MISSING}
     updates["title"] = case((excluded.title == "", table.c.title), else_=excluded.title)
-    for c in ("issues", "last_seen", "last_crawl", "status", "ended_at", "raw"):
+    for c in ("issues", "last_seen", "last_crawl", "status", "ended_at", "raw", "place_lat", "place_lon"):
         updates[c] = getattr(excluded, c)
     better = excluded.label_confidence >= table.c.label_confidence  # a label yields only to one as confident
     for c in ("class_id", "label_method", "label_confidence", "label_reason"):
@@ -295,6 +308,7 @@ def crawl(settings: Settings, source: Source, dispatch: Dispatch, *, max_listing
             with session_scope(settings) as s:
                 new_ids = store_page(s, source.name, stats.crawl, items, labels, settings.photos_per_listing, stats,
                                      settings.stale_after_s)
+                mark_price_issues(s, source.name, [i.external_id for i in items], settings.price_floor)
                 _save_progress(s, source.name, lease, lease_s, cursor)
             if new_ids:
                 dispatch(Stage.download, new_ids)
@@ -325,9 +339,17 @@ def crawl(settings: Settings, source: Source, dispatch: Dispatch, *, max_listing
             s.execute(update(CrawlState)
                       .where(CrawlState.source == source.name, CrawlState.last_started == lease.started)
                       .values(**values))
+    _refit_fair_prices(settings, stats)
     log.info("crawl %s #%s %s: %s listings (%s new), %s photos queued, %s calls in %.1fs", source.name,
              stats.crawl, stats.state, stats.listings, stats.new_listings, stats.new_photos, stats.calls, stats.seconds)
     return stats
+
+
+def _refit_fair_prices(settings: Settings, stats: CrawlStats) -> None:
+    """The fair prices follow the catalogue: refitted after a crawl that stored listings, if it changed."""
+    if stats.listings:
+        with session_scope(settings) as s:
+            refresh_fair_prices(s, settings)
 
 
 def _end_unseen(session: Session, source: str, crawl_no: int, after: int) -> int:

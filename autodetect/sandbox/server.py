@@ -3,7 +3,9 @@
 Endpoints: ``POST /identity/v1/oauth2/token`` (client credentials, any id and secret),
 ``GET /buy/browse/v1/item_summary/search`` and ``GET /buy/browse/v1/item/{item_id}`` (both need a
 bearer token the server issued), ``GET /photos/{item number}/{position}.jpg``, a small HTML page
-per listing at ``GET /itm/{item number}`` and ``GET /health`` (``{"status": "ok", "listings": N}``).
+per listing at ``GET /itm/{item number}``, ``GET /health`` (``{"status": "ok", "listings": N}``) and, for
+scoring price estimates, ``GET /expected-price/{item id or number}``: the listing's generating price and
+that function's own deal rating of its asking price (no token needed; not part of eBay's API).
 Absolute URLs in responses use the request's Host header (the server's own URL when absent), so they
 work behind a container network name as well.
 
@@ -38,6 +40,7 @@ TOKEN_PATH = "/identity/v1/oauth2/token"
 HEALTH_PATH = "/health"
 SEARCH_PATH = "/buy/browse/v1/item_summary/search"
 ITEM_PATH = "/buy/browse/v1/item/"
+EXPECTED_PRICE_PATH = "/expected-price/"
 TOKEN_LIFETIME_S = 7200
 MAX_LIMIT = 200
 DEFAULT_LIMIT = 50
@@ -113,10 +116,24 @@ def _summary(listing: Listing, base: str) -> dict[str, Any]:
     }
     if listing.price is not None:
         item["price"] = {"value": listing.price, "currency": listing.currency}
+    offer = listing.offer
+    item["buyingOptions"] = list(offer.buying_options)
+    if offer.bid_count is not None:
+        item["bidCount"] = offer.bid_count
+        item["currentBidPrice"] = {"value": offer.current_bid, "currency": listing.currency}
     if listing.photos:
         item["image"] = {"imageUrl": f"{base}{listing.photos[0].path}"}
         item["additionalImages"] = [{"imageUrl": f"{base}{p.path}"} for p in listing.photos[1:]]
     return item
+
+
+def expected_price(listing: Listing) -> dict[str, Any]:
+    """The body of ``GET /expected-price/{item}``."""
+    offer = listing.offer
+    return {"itemId": listing.item_id, "className": listing.class_name, "currency": offer.currency,
+            "expectedPrice": round(offer.expected, 2), "askingPrice": offer.price, "dealRating": offer.rating,
+            "buyingOptions": list(offer.buying_options), "trim": offer.trim, "state": listing.city.state,
+            "year": listing.year, "mileage": listing.mileage, "quirk": offer.quirk}
 
 
 def _detail(listing: Listing, base: str) -> dict[str, Any]:
@@ -201,6 +218,14 @@ class _Handler(BaseHTTPRequestHandler):
                     self._json(HTTPStatus.NOT_FOUND, _error(11001, "The specified item Id was not found."))
                 else:
                     self._json(HTTPStatus.OK, _detail(listing, self._base()))
+        elif path.startswith(EXPECTED_PRICE_PATH):
+            app.count("expected_price")
+            wanted = unquote(path[len(EXPECTED_PRICE_PATH):])
+            listing = app.marketplace.listing_for_item(wanted if "|" in wanted else f"v1|{wanted}|0")
+            if listing is None:
+                self._json(HTTPStatus.NOT_FOUND, _error(11001, "The specified item Id was not found."))
+            else:
+                self._json(HTTPStatus.OK, expected_price(listing))
         elif path.startswith("/photos/"):
             app.count("photo")
             data = app.marketplace.photo_bytes(path)
@@ -317,7 +342,7 @@ class SandboxServer:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._tokens: dict[str, float] = {}
-        #: Requests per endpoint: token, search, item, photo, page, unknown.
+        #: Requests per endpoint: token, search, item, photo, page, health, expected_price, unknown.
         self.stats: Counter[str] = Counter()
 
     @property
@@ -360,9 +385,11 @@ class SandboxServer:
             return self._tokens.get(token, 0.0) > time.monotonic()
 
 
-def serve(host: str = "127.0.0.1", port: int = 8765, listings: int = 500, models: int = 10, seed: int = 0) -> None:
-    """Run a sandbox marketplace until interrupted (``autodetect sandbox serve``)."""
-    with SandboxServer(Marketplace(listings, models, seed), host, port) as server:
+def serve(host: str = "127.0.0.1", port: int = 8765, listings: int = 500, models: int = 10, seed: int = 0,
+          price_quirks: bool = True) -> None:
+    """Run a sandbox marketplace until interrupted (``autodetect sandbox serve``), by default with the price
+    quirks a real marketplace has (placeholders, auctions, other currencies...)."""
+    with SandboxServer(Marketplace(listings, models, seed, price_quirks=price_quirks), host, port) as server:
         print(f"sandbox marketplace: {listings} listings of {models} models (seed {seed}) at {server.url}",
               flush=True)
         try:

@@ -19,18 +19,45 @@ import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from functools import partial
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, HTTPException, Request
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from autodetect.db import read_scope
 from autodetect.images.store import ImageStore
 from autodetect.model.provider import LoadedModel, ModelProvider
 from autodetect.settings import Settings, get_settings
+from autodetect.storage import ModelVersion, VersionStatus
 
+#: The active model version's id.
+_ACTIVE_ID = select(ModelVersion.id).where(ModelVersion.status == VersionStatus.active.value)
 #: Opens a read-only session (see :func:`autodetect.db.read_scope`).
 Sessions = Callable[[], AbstractContextManager[Session]]
+T = TypeVar("T")
+
+
+class DecodeBudget:
+    """The pixels this process decodes at once, at most ``limit``. An upload reserves what its decode will
+    hold (a big JPEG decoded reduced to the model's size holds a hundredth of its full frame), so memory
+    stays bounded at a few photos at the pixel limit while ordinary uploads never turn each other away."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self._used = 0
+        self._lock = threading.Lock()
+
+    def try_reserve(self, pixels: int) -> bool:
+        with self._lock:
+            if self._used + pixels > self.limit:
+                return False
+            self._used += pixels
+            return True
+
+    def release(self, pixels: int) -> None:
+        with self._lock:
+            self._used -= pixels
 
 
 class Service:
@@ -41,7 +68,10 @@ class Service:
         self._settings = settings
         self._provider: ModelProvider | None = None
         self._store: ImageStore | None = None
-        self._decodes: threading.BoundedSemaphore | None = None
+        self._decodes: DecodeBudget | None = None
+        self._version_id: int | None = None
+        self._per_version: dict[str, Any] = {}
+        self._per_version_lock = threading.Lock()
 
     @property
     def settings(self) -> Settings:
@@ -61,10 +91,10 @@ class Service:
         return self._provider
 
     @property
-    def decode_slots(self) -> threading.BoundedSemaphore:
-        """Bounds the photos decoded at once (``api_max_concurrent_decodes``)."""
+    def decode_budget(self) -> DecodeBudget:
+        """Bounds the pixels decoded at once: ``api_max_concurrent_decodes`` photos at the pixel limit."""
         if self._decodes is None:
-            self._decodes = threading.BoundedSemaphore(self.settings.api_max_concurrent_decodes)
+            self._decodes = DecodeBudget(self.settings.api_max_concurrent_decodes * self.settings.download_max_pixels)
         return self._decodes
 
     @property
@@ -73,7 +103,24 @@ class Service:
             self._store = ImageStore(self.settings.data_dir / "images", fsync=False)
         return self._store
 
+    def per_version(self, version_id: int, key: str, build: Callable[[], T]) -> T:
+        """``build()``, made once per model version: what a request would otherwise read again for every
+        photo (the classes' fields, ...). Everything kept is dropped when another version becomes active."""
+        with self._per_version_lock:
+            if version_id != self._version_id:
+                self._version_id, self._per_version = version_id, {}
+            if key not in self._per_version:
+                self._per_version[key] = build()
+            return self._per_version[key]
+
     def model(self, session: Session) -> LoadedModel:
+        """The active version's serving model; while the version the provider serves is still the active
+        one, that costs one indexed id lookup (the provider reads and compares the whole registry row)."""
+        current = self.provider.current
+        if current is not None and current.version_id == self.provider.active_id:
+            active_id = session.execute(_ACTIVE_ID).scalar_one_or_none()
+            if active_id == current.version_id:
+                return current
         model = self.provider.get(session)
         if model is None:
             reason = self.provider.last_error or (

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from fastapi import HTTPException
 from sqlalchemy.orm import Session
 
-from autodetect.serving.offers import OfferSearch, find_offers
+from autodetect.serving.offers import OfferSearch, find_offers_of
 from autodetect.serving.places import MAX_RADIUS_KM, LocationError, Origin, make_origin
 from autodetect.settings import Settings
 
@@ -36,10 +37,13 @@ class OfferFilter:
     def location(self) -> dict | None:
         return self.origin.as_dict() if self.origin else None
 
-    def search(self, settings: Settings, session: Session, name: str, version_id: int | None) -> OfferSearch:
-        """The active offers of car model ``name`` that pass this filter."""
-        return find_offers(session, name, version_id=version_id, origin=self.origin, radius_km=self.radius_km,
-                           currency=self.currency, min_per_year=settings.api_min_listings_per_year)
+    def search(self, settings: Settings, session: Session, names: Sequence[str], version_id: int | None, *,
+               limit: int, offset: int = 0) -> dict[str, OfferSearch]:
+        """The active offers of each car model of ``names`` that pass this filter (``limit`` of them after
+        ``offset``, with the counts and prices of all), in one query for all the names."""
+        return find_offers_of(session, names, version_id=version_id, origin=self.origin, radius_km=self.radius_km,
+                              currency=self.currency, min_per_year=settings.api_min_listings_per_year,
+                              limit=limit, offset=offset)
 
 
 def offer_filter(settings: Settings, session: Session, *, lat: float | None, lon: float | None,

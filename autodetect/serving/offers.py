@@ -1,14 +1,19 @@
-"""Offers for a car model: which active listings match it, how far they are, what they cost.
+"""Offers for car models: which active listings match them, how far they are, what they cost, computed by
+the database in one query for any number of models (:mod:`autodetect.serving.offers_sql`): its cost follows
+the offers in the area, not the size of the catalogue.
 
 - **Matching.** An active listing offers model M when its label (``Listing.class_id`` ->
   ``CarClass.name``) is M, or, for an unlabelled listing, when its listing-level prediction by the
   active model version (``ListingPrediction.top_class``) is M.
-- **Where.** A listing's own latitude/longitude win; otherwise its postal code is resolved offline
-  (:mod:`autodetect.serving.places`). Distances are great-circle (haversine). With an origin, offers
-  without a known place are left out and counted (``unlocated``).
-- **Prices.** Statistics are taken over the offers in one currency (the requested one, else the most
-  common one among the offers); offers in other currencies are excluded and counted — there are no
-  exchange rates offline. The statistics themselves: :mod:`autodetect.serving.prices`.
+- **Where.** A listing's place (``place_lat``/``place_lon``: its own coordinates, else its postal
+  code's centroid, see :func:`autodetect.serving.places.listing_point`) is stored with it. With an
+  origin, a bounding box on the indexed place narrows the rows, the great-circle distance decides
+  (:func:`~autodetect.serving.places.distance_sql`), offers without a place are left out and counted
+  (``unlocated``), and the nearest come first.
+- **Prices.** Statistics are taken over the offers whose price can count (``price_issue`` is NULL) in one
+  currency (the requested one, else the most common one among them); offers in other currencies are
+  excluded and counted, as there are no exchange rates offline. The aggregates themselves:
+  :func:`autodetect.serving.prices.stats_select`.
 
 No web framework here: the API (``autodetect.serving.app``) turns these results into JSON.
 """
@@ -16,18 +21,18 @@ No web framework here: the API (``autodetect.serving.app``) turns these results 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
-from autodetect.serving.places import Origin, haversine_km, listing_point
-from autodetect.serving.prices import PriceStats, price_statistics
-from autodetect.storage import CarClass, Image, Listing, ListingPrediction, ListingStatus
+from autodetect.db import is_postgres
+from autodetect.serving.offers_sql import Shape, bind_values, offers_statement
+from autodetect.serving.places import Origin, ensure_math_functions
+from autodetect.serving.prices import PriceStats, stats_from_row
 
-__all__ = ["Offer", "OfferSearch", "find_offers", "thumbnails"]
+__all__ = ["Offer", "OfferSearch", "find_offers", "find_offers_of", "thumbnails"]
 
 
 @dataclass
@@ -54,12 +59,13 @@ class OfferSearch:
 
     model: str
     total: int  # offers matching (within the radius when there is an origin)
-    offers: list[Offer]  # ``total`` of them, nearest first (no origin: most recently seen first)
+    offers: list[Offer]  # the requested page of them, nearest first (no origin: most recently seen first)
     currency: str | None  # the currency of the statistics
     prices: PriceStats | None
     by_year: list[tuple[int, PriceStats]] = field(default_factory=list)
-    excluded_other_currency: int = 0  # priced offers in another (or no) currency
+    excluded_other_currency: int = 0  # offers with a usable price in another (or no) currency
     without_price: int = 0
+    excluded_price_issue: int = 0  # offers whose price cannot count (an auction, a placeholder...)
     unlocated: int = 0  # with an origin: offers left out because their place is unknown
     outside_radius: int = 0
     anywhere: int = 0  # active offers of the model regardless of place
@@ -71,123 +77,90 @@ class OfferSearch:
                {"count": 0, "mean": None, "median": None, "p25": None, "p75": None, "min": None, "max": None}),
             "excluded_other_currency": self.excluded_other_currency,
             "without_price": self.without_price,
+            "excluded_price_issue": self.excluded_price_issue,
             "by_year": [{"year": year, **stats.as_dict()} for year, stats in self.by_year],
         }
 
 
 def find_offers(session: Session, model: str, *, version_id: int | None, origin: Origin | None = None,
-                radius_km: float | None = None, currency: str | None = None,
-                min_per_year: int = 3) -> OfferSearch:
-    """All active offers of ``model`` (see the module doc for matching, places and prices).
+                radius_km: float | None = None, currency: str | None = None, min_per_year: int = 3,
+                limit: int | None = None, offset: int = 0) -> OfferSearch:
+    """The active offers of ``model``: see :func:`find_offers_of`."""
+    return find_offers_of(session, [model], version_id=version_id, origin=origin, radius_km=radius_km,
+                          currency=currency, min_per_year=min_per_year, limit=limit, offset=offset)[model]
+
+
+def find_offers_of(session: Session, models: Sequence[str], *, version_id: int | None, origin: Origin | None = None,
+                   radius_km: float | None = None, currency: str | None = None, min_per_year: int = 3,
+                   limit: int | None = None, offset: int = 0) -> dict[str, OfferSearch]:
+    """The active offers of each of ``models`` (see the module doc for matching, places and prices), in
+    one query for all of them (:mod:`autodetect.serving.offers_sql`): the counts, the price statistics,
+    and the page of offers (``limit`` of them, None: all, after ``offset``) with their thumbnails.
 
     ``version_id`` is the active model version (None: labelled listings only). With ``origin``, only
     offers within ``radius_km`` (None: any distance) count, nearest first."""
-    rows = _matching_rows(session, model, version_id)
-    offers, unlocated, outside = _place_offers(rows, model, origin, radius_km)
-    _sort_offers(offers, origin)
-    priced = [o for o in offers if o.price is not None]
-    chosen = currency.upper() if currency else _most_common(o.currency for o in priced)
-    in_currency = [o for o in priced if o.currency == chosen] if chosen else []
-    return OfferSearch(
-        model=model, total=len(offers), offers=offers, currency=chosen,
-        prices=price_statistics(o.price for o in in_currency),  # type: ignore[misc]
-        by_year=_stats_by_year(in_currency, min_per_year),
-        excluded_other_currency=len(priced) - len(in_currency), without_price=len(offers) - len(priced),
-        unlocated=unlocated, outside_radius=outside, anywhere=len(rows),
-    )
-
-
-def _matching_rows(session: Session, model: str, version_id: int | None) -> list[Any]:
-    """The active listings that offer ``model``: labelled so, or unlabelled and predicted so by ``version_id``."""
-    lp = ListingPrediction
-    stmt = (
-        select(Listing.id, Listing.title, Listing.price, Listing.currency, Listing.year, Listing.mileage,
-               Listing.city, Listing.postal_code, Listing.country, Listing.url, Listing.latitude,
-               Listing.longitude, Listing.last_seen, CarClass.name)
-        .outerjoin(CarClass, CarClass.id == Listing.class_id)
-        .where(Listing.status == ListingStatus.active.value)
-    )
-    if version_id is not None:
-        stmt = stmt.outerjoin(lp, and_(lp.listing_id == Listing.id, lp.model_version_id == version_id)).where(
-            or_(CarClass.name == model, and_(Listing.class_id.is_(None), lp.top_class == model)))
-    else:
-        stmt = stmt.where(CarClass.name == model)
-    return list(session.execute(stmt).all())
-
-
-def _place_offers(rows: Sequence[Any], model: str, origin: Origin | None,
-                  radius_km: float | None) -> tuple[list[Offer], int, int]:
-    """The offers of ``rows`` with their distances; with an origin, only those placed within the radius.
-    Also how many were left out as unlocated and as outside the radius."""
-    offers: list[Offer] = []
-    unlocated = outside = 0
-    for r in rows:
-        offer = _offer(r, model)
-        point = listing_point(r.latitude, r.longitude, r.postal_code, r.country)
-        if point is not None and origin is not None:
-            offer.distance_km = haversine_km(origin.lat, origin.lon, *point)
-        if origin is not None:
-            if offer.distance_km is None:
-                unlocated += 1
-                continue
-            if radius_km is not None and offer.distance_km > radius_km:
-                outside += 1
-                continue
-        offers.append(offer)
-    return offers, unlocated, outside
-
-
-def _offer(r: Any, model: str) -> Offer:
-    return Offer(
-        listing_id=r.id, title=r.title or "", price=float(r.price) if r.price is not None else None,
-        currency=(r.currency or None) and r.currency.upper(), year=r.year, mileage=r.mileage, city=r.city,
-        postal_code=r.postal_code, country=r.country, url=r.url,
-        match="label" if r.name == model else "prediction", last_seen=r.last_seen,
-    )
-
-
-def _sort_offers(offers: list[Offer], origin: Origin | None) -> None:
-    """Nearest first with an origin; else most recently seen first (never seen last); ties by listing id."""
-    if origin is not None:
-        offers.sort(key=lambda o: (o.distance_km, o.listing_id))
-    else:
-        offers.sort(key=lambda o: (o.last_seen is None, _neg_time(o.last_seen), -o.listing_id))
-
-
-def _stats_by_year(in_currency: Iterable[Offer], min_per_year: int) -> list[tuple[int, PriceStats]]:
-    """Price statistics per model year, for the years with at least ``min_per_year`` (and one) priced offers."""
-    per_year: dict[int, list[float]] = defaultdict(list)
-    for o in in_currency:
-        if o.year is not None:
-            per_year[o.year].append(o.price)  # type: ignore[arg-type]
-    return [(year, price_statistics(ps)) for year, ps in sorted(per_year.items())  # type: ignore[misc]
-            if len(ps) >= max(1, min_per_year)]
-
-
-def _neg_time(value: Any) -> float:
-    try:
-        return -value.timestamp()
-    except AttributeError:
-        return 0.0
-
-
-def _most_common(values: Iterable[str | None]) -> str | None:
-    counts = Counter(v for v in values if v)
-    if not counts:
-        return None
-    return min(counts.items(), key=lambda kv: (-kv[1], kv[0]))[0]
-
-
-def thumbnails(session: Session, listing_ids: Sequence[int]) -> dict[int, int]:
-    """For each listing, the id of its first photo (by position) that has a normalized JPEG in the store."""
-    if not listing_ids:
+    models = list(dict.fromkeys(models))
+    if not models:
         return {}
-    rows = session.execute(
-        select(Image.listing_id, Image.id)
-        .where(Image.listing_id.in_(list(listing_ids)), Image.normalized_key.is_not(None))
-        .order_by(Image.listing_id, Image.position)
-    ).all()
-    out: dict[int, int] = {}
-    for listing_id, image_id in rows:
-        out.setdefault(listing_id, image_id)
-    return out
+    ensure_math_functions(session)
+    postgres = is_postgres(session)
+    values = bind_values(models, version_id, origin, radius_km, min_per_year=min_per_year, limit=limit, offset=offset)
+    statement = offers_statement(Shape.of(postgres, version_id, origin, radius_km, len(models)))
+    rows = session.connection().execute(statement, values).all()  # Core: no ORM entities to build
+    searches = {m: OfferSearch(model=m, total=0, offers=[], currency=None, prices=None) for m in models}
+    _summarize(rows, searches, currency.upper() if currency else None, postgres)
+    return searches
+
+
+def _summarize(rows: Sequence[Any], searches: dict[str, OfferSearch], currency: str | None,
+               postgres: bool) -> None:
+    """Fill in each search from the rows of :func:`offers_statement` (counts, statistics, offers): its currency
+    is ``currency``, else the most common one among the usable prices in the area (ties to the first in
+    alphabetical order); its statistics are those of that currency, per model year in year order."""
+    usable: dict[str, Counter] = {model: Counter() for model in searches}  # currency (None too) -> offers
+    stats: dict[tuple[str, str], PriceStats] = {}
+    per_year: dict[tuple[str, str], list[tuple[int, PriceStats]]] = defaultdict(list)
+    pages: dict[str, list[tuple[int, Offer]]] = defaultdict(list)  # model -> (rank, offer)
+    for row in rows:
+        search = searches[row.model]
+        if row.part == "all":  # one row per branch (labelled, predicted)
+            search.anywhere += row.n
+            search.unlocated += row.unlocated
+        elif row.part == "inside":
+            search.total += row.n
+            if row.pricing == "none":
+                search.without_price += row.n
+            elif row.pricing == "issue":
+                search.excluded_price_issue += row.n
+            else:
+                usable[row.model][row.currency] += row.n
+        elif row.part == "prices":
+            stats[row.model, row.currency] = stats_from_row(row, postgres)
+        elif row.part == "year":
+            per_year[row.model, row.currency].append((row.year, stats_from_row(row, postgres)))
+        else:
+            pages[row.model].append((row.n, _offer(row)))
+    for model, counts in usable.items():
+        named = [(cur, n) for cur, n in counts.items() if cur]
+        search = searches[model]
+        search.currency = currency or (min(named, key=lambda kv: (-kv[1], kv[0]))[0] if named else None)
+        search.outside_radius = search.anywhere - search.unlocated - search.total
+        search.excluded_other_currency = sum(counts.values()) - (counts[search.currency] if search.currency else 0)
+        search.prices = stats.get((model, search.currency))
+        search.by_year = sorted(per_year.get((model, search.currency), []), key=lambda year_stats: year_stats[0])
+        search.offers = [offer for _, offer in sorted(pages[model], key=lambda ranked: ranked[0])]
+
+
+def _offer(r: Any) -> Offer:
+    return Offer(
+        listing_id=r.listing_id, title=r.title or "", price=float(r.price) if r.price is not None else None,
+        currency=r.currency, year=r.year, mileage=r.mileage, city=r.city, postal_code=r.postal_code,
+        country=r.country, url=r.url, match=r.match, distance_km=r.distance_km, last_seen=r.last_seen,
+        thumbnail_image_id=r.thumbnail_image_id,
+    )
+
+
+def thumbnails(offers: Sequence[Offer]) -> dict[int, int]:
+    """Listing id -> the image id of its thumbnail (its first photo with a normalized JPEG), for the
+    offers that have one."""
+    return {o.listing_id: o.thumbnail_image_id for o in offers if o.thumbnail_image_id is not None}

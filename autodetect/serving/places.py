@@ -5,6 +5,9 @@
   coordinates in the wheel and never downloads anything). Distances are great-circle (haversine).
 - A request's :class:`Origin` comes from lat/lon, or from a postal code (the offline table, else the
   coordinates of the listings with that postal code): :func:`make_origin`.
+- In SQL (the offers search): a listing's place is stored (``place_lat``/``place_lon``, indexed), a
+  :func:`bounding_box` around the origin narrows the rows on that index, and :func:`distance_sql` is
+  :func:`haversine_km` operation for operation (the same floating-point results as here).
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
+from sqlalchemy.sql import ColumnElement
 
 from autodetect.storage import Listing
 
@@ -26,11 +30,17 @@ log = logging.getLogger(__name__)
 __all__ = [
     "EARTH_RADIUS_KM",
     "MAX_RADIUS_KM",
+    "BoundingBox",
     "LocationError",
     "Origin",
+    "bounding_box",
+    "box_sql",
+    "distance_sql",
+    "ensure_math_functions",
     "haversine_km",
     "listing_point",
     "make_origin",
+    "place_columns",
     "resolve_location",
     "valid_coordinates",
 ]
@@ -51,6 +61,105 @@ def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     dp, dl = p2 - p1, math.radians(lon2 - lon1)
     a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
     return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(a)))
+
+
+@dataclass(frozen=True)
+class BoundingBox:
+    """Latitudes ``lat_min..lat_max`` and longitudes within one of ``lon_ranges`` (empty: any longitude)."""
+
+    lat_min: float
+    lat_max: float
+    lon_ranges: tuple[tuple[float, float], ...] = ()
+
+
+#: Degrees added to each side of a bounding box, so that rounding can never leave out a point the exact
+#: distance keeps (about 0.1 mm; the distance itself decides).
+_BOX_MARGIN_DEG = 1e-9
+
+
+def bounding_box(lat: float, lon: float, radius_km: float) -> BoundingBox | None:
+    """A box holding every point within ``radius_km`` of (lat, lon); None when that is the whole Earth.
+
+    The latitudes span the radius's angle either side; a pole within the radius takes every longitude.
+    Otherwise the widest longitude of the circle is ``asin(sin(angle) / cos(lat))`` either side, split in
+    two ranges where it crosses the antimeridian."""
+    angle = radius_km / EARTH_RADIUS_KM
+    if angle >= math.pi:
+        return None
+    dlat = math.degrees(angle) + _BOX_MARGIN_DEG
+    lat_min, lat_max = lat - dlat, lat + dlat
+    if lat_min <= -90 or lat_max >= 90:
+        return BoundingBox(max(lat_min, -90.0), min(lat_max, 90.0))
+    dlon = math.degrees(math.asin(min(1.0, math.sin(angle) / math.cos(math.radians(lat))))) + _BOX_MARGIN_DEG
+    west, east = lon - dlon, lon + dlon
+    if dlon >= 180:
+        return BoundingBox(lat_min, lat_max)
+    if west < -180:
+        return BoundingBox(lat_min, lat_max, ((west + 360, 180.0), (-180.0, east)))
+    if east > 180:
+        return BoundingBox(lat_min, lat_max, ((west, 180.0), (-180.0, east - 360)))
+    return BoundingBox(lat_min, lat_max, ((west, east),))
+
+
+def box_sql(lat: ColumnElement, lon: ColumnElement, box: BoundingBox) -> ColumnElement:
+    """``box`` as a condition on the place columns (ranges an index on them serves)."""
+    condition = lat.between(box.lat_min, box.lat_max)
+    if box.lon_ranges:
+        condition = and_(condition, or_(*(lon.between(west, east) for west, east in box.lon_ranges)))
+    return condition
+
+
+def distance_sql(lat: ColumnElement, lon: ColumnElement, p1: Any, cos_p1: Any, lon0: Any,
+                 postgres: bool) -> ColumnElement:
+    """:func:`haversine_km` from an origin to the place columns, in SQL, with the same operations in the
+    same order (``radians`` as a product by pi/180, as Python's; ``power`` for ``** 2``). The origin comes
+    as ``p1`` (its latitude in radians), ``cos_p1`` (the cosine of that) and ``lon0`` (its longitude in
+    degrees), computed in Python as :func:`haversine_km` computes them."""
+    degree = math.pi / 180
+    p2 = lat * degree
+    dp, dl = p2 - p1, (lon - lon0) * degree
+    a = func.power(func.sin(dp / 2), 2) + cos_p1 * func.cos(p2) * func.power(func.sin(dl / 2), 2)
+    at_most_one = func.least(1.0, func.sqrt(a)) if postgres else func.min(1.0, func.sqrt(a))
+    return 2 * EARTH_RADIUS_KM * func.asin(at_most_one)
+
+
+def _sqlite_has_math() -> bool:
+    """Whether this process's SQLite has the math functions built in (3.35+ compiled with them)."""
+    import sqlite3
+    from contextlib import closing
+
+    if sqlite3.sqlite_version_info < (3, 35, 0):
+        return False
+    with closing(sqlite3.connect(":memory:")) as probe:
+        try:
+            probe.execute("SELECT sin(0), asin(0), power(2, 2)")
+        except sqlite3.OperationalError:
+            return False
+    return True
+
+
+def _sql_function(function):  # type: ignore[no-untyped-def]
+    """``function`` as SQL calls it: NULL in, NULL out (SQLite may evaluate a term of an AND that is false)."""
+    return lambda *args: None if None in args else function(*args)
+
+
+_SQLITE_MATH = {name: _sql_function(f) for name, f in
+                {"sin": math.sin, "cos": math.cos, "asin": math.asin, "sqrt": math.sqrt, "power": math.pow}.items()}
+
+
+@lru_cache(maxsize=1)
+def sqlite_needs_math() -> bool:
+    return not _sqlite_has_math()
+
+
+def ensure_math_functions(session: Session) -> None:
+    """Give the session's SQLite connection the functions :func:`distance_sql` uses when the library lacks
+    them (Python's own: the same C library, the same results). PostgreSQL has them."""
+    if session.get_bind().dialect.name != "sqlite" or not sqlite_needs_math():
+        return
+    raw = session.connection().connection.driver_connection
+    for name, function in _SQLITE_MATH.items():
+        raw.create_function(name, 2 if name == "power" else 1, function, deterministic=True)
 
 
 def valid_coordinates(lat: Any, lon: Any) -> bool:
@@ -167,3 +276,10 @@ def listing_point(lat: Any, lon: Any, postal_code: str | None, country: str | No
     if lat is not None and lon is not None and valid_coordinates(lat, lon):
         return float(lat), float(lon)
     return resolve_location(postal_code, country) if postal_code else None
+
+
+def place_columns(lat: Any, lon: Any, postal_code: str | None, country: str | None) -> dict[str, float | None]:
+    """``place_lat`` and ``place_lon`` of a listing row with these fields (:func:`listing_point`), for
+    whoever writes listings: the offers search reads the place from these indexed columns."""
+    point = listing_point(lat, lon, postal_code, country)
+    return {"place_lat": point[0] if point else None, "place_lon": point[1] if point else None}

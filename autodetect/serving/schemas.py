@@ -3,7 +3,7 @@ dicts two routes share: an offer, and a car class's fields."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -55,6 +55,7 @@ class PriceStatsOut(BaseModel):
     max: float | None
     excluded_other_currency: int = Field(description="Priced offers in another currency, left out (no FX rates)")
     without_price: int
+    excluded_price_issue: int = Field(0, description="Offers whose price cannot count (an auction, a placeholder)")
     by_year: list[YearStats] = Field(description="Model years with at least api_min_listings_per_year priced offers")
 
 
@@ -88,9 +89,16 @@ class CandidateOut(BaseModel):
 
 class IdentifyOut(BaseModel):
     model_version: ModelRef
+    verdict: Literal["car", "unknown_model", "no_car"] = Field(
+        description="'car': a model we know (see candidates); 'unknown_model': a car, but not a model we know; "
+                    "'no_car': no car recognised (also for a photo under 64 px or all one colour)")
+    message: str = Field(description="The verdict in words: 'no car recognised', 'a car, but not a model we know'")
+    ood_score: float = Field(description="The version's out-of-distribution score (higher: more like its "
+                                         "training photos); compared with thresholds chosen at evaluation")
+    confidence: float = Field(description="The largest calibrated probability (temperature scaling)")
     location: LocationOut | None
     radius_km: float | None
-    candidates: list[CandidateOut]
+    candidates: list[CandidateOut] = Field(description="The three most likely models, whatever the verdict")
     timing_ms: dict[str, float]
 
 

@@ -27,7 +27,10 @@ class SourceListing:
     make: str | None = None
     model: str | None = None
     year: int | None = None
-    mileage: int | None = None
+    mileage: int | None = None  # as the seller states it, negative included (it then does not count for prices)
+    #: How it is sold: the Browse API's ``buyingOptions`` (FIXED_PRICE, AUCTION, BEST_OFFER, CLASSIFIED_AD).
+    buying_options: list[str] = field(default_factory=list)
+    bid_count: int | None = None  # bids on an auction so far
     raw: dict[str, Any] = field(default_factory=dict)
     #: What was wrong with the record as received, "kind: detail" ("missing price", "bad price: 'x'"...).
     problems: list[str] = field(default_factory=list)

@@ -24,7 +24,8 @@ CSV_PHOTO_COLUMNS = ("photo1", "photo2", "photo3", "photo4", "photo5")
 
 def _row_to_item(row: dict[str, str]) -> dict[str, Any]:
     """A CSV row (itemId,title,price,currency,make,model,year,mileage,condition,city,postalCode,country,
-    url,photo1..photo5 or photos separated by "|") in the Browse API's item shape."""
+    url,photo1..photo5 or photos separated by "|", buyingOptions separated by "|", bidCount) in the Browse
+    API's item shape."""
     photos = [row[c] for c in CSV_PHOTO_COLUMNS if row.get(c)]
     photos += [p for p in (row.get("photos") or "").split("|") if p]
     aspects = [{"name": n.capitalize(), "value": row[n]} for n in ("make", "model", "year", "mileage") if row.get(n)]
@@ -35,6 +36,7 @@ def _row_to_item(row: dict[str, str]) -> dict[str, Any]:
         "additionalImages": [{"imageUrl": p} for p in photos[1:]],
         "itemLocation": {"city": row.get("city"), "postalCode": row.get("postalCode"), "country": row.get("country")},
         "condition": row.get("condition"), "itemWebUrl": row.get("url"), "localizedAspects": aspects,
+        "buyingOptions": [o for o in (row.get("buyingOptions") or "").split("|") if o], "bidCount": row.get("bidCount"),
     }
 
 

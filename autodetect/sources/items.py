@@ -5,6 +5,7 @@ as a problem ``"kind: detail"`` (the kind is what crawl statistics count), never
 
 from __future__ import annotations
 
+import math
 import re
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -17,6 +18,8 @@ MAX_PRICE = Decimal("999999999999.99")  # Numeric(14, 2)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _CURRENCY = re.compile(r"[A-Z]{3}")
 _COUNTRY = re.compile(r"[A-Z]{2}")
+#: The Browse API's ways to buy; a listing's ``buying_options`` column joins them with commas.
+BUYING_OPTIONS = ("FIXED_PRICE", "AUCTION", "BEST_OFFER", "CLASSIFIED_AD")
 
 
 def _obj(value: Any) -> dict[str, Any]:
@@ -54,25 +57,43 @@ def clean_text(value: Any, limit: int, name: str, problems: list[str]) -> str | 
 
 
 def parse_price(value: Any) -> Decimal | None:
-    """'18450.00', '12,500.00', '12.500,00', '1.234.567', 12500, '$9 999' -> Decimal; anything else -> None.
+    """An asking price as a Decimal in cents; None for anything that is not one. The rules, each with a test:
 
-    A last separator followed by exactly three digits groups thousands; otherwise it is the decimal point."""
+    - a JSON number is its own value, nothing to guess: 12500 and 12500.0 -> 12500.00, 12.5 -> 12.50;
+    - currency signs and codes, and a trailing dash ("12500-", "12.500,-"), around the number are dropped,
+      as are spaces and apostrophes between digit groups ("$9 999", "12'500.50");
+    - with both "." and ",", the last one is the decimal mark: "12,500.000" -> 12500.00 (a float printed
+      with three decimals), "12.500,00" -> 12500.00;
+    - otherwise the last mark groups thousands only where the whole number is a grouping with it (1 to 3
+      digits, the first not 0, then groups of exactly three: "12,500", "12.500", "1.234.567") and is the
+      decimal mark everywhere else: "12500.000" -> 12500.00, "12,5" -> 12.50, "0.500" -> 0.50;
+    - amounts are rounded to cents; negative ones, ranges and ones the database cannot hold are refused.
+    """
     if value is None or isinstance(value, (bool, dict, list)):
         return None
+    if isinstance(value, (int, float)):
+        return _cents(repr(value)) if math.isfinite(value) and value >= 0 else None
     text = str(value).strip()
     if text.startswith("-") or not re.fullmatch(r"[^\d]{0,4}[\d][\d.,\s']*[^\d]{0,4}", text):
         return None
     digits = re.sub(r"[^\d.,]", "", text)
     last = max(digits.rfind("."), digits.rfind(","))
-    if last >= 0 and len(digits) - last - 1 != 3:
+    if last >= 0 and not _GROUPED[digits[last]].fullmatch(digits):
         digits = re.sub(r"[.,]", "", digits[:last]) + "." + digits[last + 1:]
     else:
         digits = re.sub(r"[.,]", "", digits)
+    return _cents(digits)
+
+
+_GROUPED = {mark: re.compile(rf"[1-9]\d{{0,2}}(?:{re.escape(mark)}\d{{3}})+") for mark in ".,"}
+
+
+def _cents(digits: str) -> Decimal | None:
     try:
         price = Decimal(digits).quantize(Decimal("0.01"))
     except InvalidOperation:
         return None
-    return price if price <= MAX_PRICE else None
+    return price if 0 <= price <= MAX_PRICE else None
 
 
 def parse_int(value: Any, low: int = 0, high: int = 2**31 - 1) -> int | None:
@@ -88,6 +109,30 @@ def _aspect_int(aspects: dict[str, Any], name: str, problems: list[str],
     if aspects.get(name) and number is None:
         problems.append(f"bad {name}: {str(aspects[name])[:20]!r}")
     return number
+
+
+def _mileage(value: Any, problems: list[str]) -> int | None:
+    """The stated mileage ("123,456 mi"), negative if the seller wrote it so ("-45000": kept, and then it does
+    not count for prices); None when missing or unreadable (recorded)."""
+    text = str(value).strip() if isinstance(value, (str, int)) and not isinstance(value, bool) else ""
+    number = parse_int(text) if text else None
+    if value not in (None, "") and number is None:
+        problems.append(f"bad mileage: {str(value)[:20]!r}")
+    if number and text.startswith("-"):
+        problems.append(f"negative mileage: {text[:20]!r}")
+        return -number
+    return number
+
+
+def _buying_options(value: Any, problems: list[str]) -> list[str]:
+    """``buyingOptions`` (a list, or words separated by commas), each one of :data:`BUYING_OPTIONS`; others are
+    dropped and recorded."""
+    words = value.split(",") if isinstance(value, str) else _list(value)
+    wanted = [str(w).strip().upper() for w in words if str(w).strip()]
+    options = [w for w in dict.fromkeys(wanted) if w in BUYING_OPTIONS]
+    if len(options) < len(set(wanted)):
+        problems.append(f"bad buyingOptions: {str(value)[:40]!r}")
+    return options
 
 
 def _http_url(value: Any) -> str | None:
@@ -124,7 +169,9 @@ def listing_from_item(item: Any, *, make: str | None = None, currency: str = "US
         make=clean_text(aspects.get("make"), 80, "make", problems) or make,
         model=clean_text(aspects.get("model"), 120, "model", problems),
         year=_aspect_int(aspects, "year", problems, 1886, 2100) or year_in_title(title),
-        mileage=_aspect_int(aspects, "mileage", problems),
+        mileage=_mileage(aspects.get("mileage"), problems),
+        buying_options=_buying_options(item.get("buyingOptions"), problems),
+        bid_count=parse_int(item.get("bidCount")) if isinstance(item.get("bidCount"), (int, str)) else None,
         raw=without_nul(item),
         problems=problems,
     )

@@ -2,7 +2,8 @@
 training exclusions
 
 - ``listings.place_lat/place_lon``: where a listing is (its own coordinates, else its postal code's
-  centroid), indexed for the bounding-box prefilter of the offers search.
+  centroid), indexed after the class and the status for the offers search (a model's active listings
+  in a bounding box, counted and found from the index).
 - ``listings.buying_options``, ``bid_count``, ``price_issue``: how the listing is sold, and why its price
   cannot count in price statistics (NULL: it can).
 - ``images.original_seq``: the order in which photos were decided originals by dedup (serialized), so a
@@ -31,13 +32,16 @@ def upgrade() -> None:
         batch.add_column(sa.Column('buying_options', sa.String(length=60), nullable=True))
         batch.add_column(sa.Column('bid_count', sa.Integer(), nullable=True))
         batch.add_column(sa.Column('price_issue', sa.String(length=120), nullable=True))
-        batch.create_index('ix_listings_place', ['place_lat', 'place_lon'])
-    op.execute("UPDATE listings SET place_lat = latitude, place_lon = longitude "
-               "WHERE latitude IS NOT NULL AND longitude IS NOT NULL")
+        batch.create_index('ix_listings_class_place', ['class_id', 'status', 'place_lat', 'place_lon'])
+    _backfill_places()
     with op.batch_alter_table('images') as batch:
         batch.add_column(sa.Column('original_seq', sa.BigInteger(), nullable=True))
         batch.add_column(sa.Column('excluded_reason', sa.String(length=200), nullable=True))
         batch.create_index('ix_images_original_seq', ['original_seq'], unique=True)
+    # The originals dedup decided so far, numbered in id order (UPDATE ... FROM: PostgreSQL, SQLite >= 3.33).
+    op.execute("UPDATE images SET original_seq = numbered.seq FROM (SELECT id, ROW_NUMBER() OVER (ORDER BY id) "
+               "AS seq FROM images WHERE duplicate_of_id IS NULL AND stage IN ('inference', 'done') "
+               "AND phash IS NOT NULL) AS numbered WHERE images.id = numbered.id")
     op.create_index('ix_listing_predictions_version_class', 'listing_predictions',
                     ['model_version_id', 'top_class'])
     op.create_table(
@@ -52,6 +56,40 @@ def upgrade() -> None:
     op.create_index('ix_price_models_catalogue_key', 'price_models', ['catalogue_key'])
 
 
+#: Listings placed per statement of the backfill (bounds its memory on a big catalogue).
+_BACKFILL_BATCH = 5000
+
+
+def _backfill_places() -> None:
+    """Each listing's place as the offers search used to compute it on every request
+    (``autodetect.serving.places.place_columns``: its own coordinates when valid, else its postal code's
+    centroid, offline), in batches by id."""
+    from autodetect.serving.places import place_columns
+
+    listings = sa.table('listings', *(sa.column(c) for c in (
+        'id', 'latitude', 'longitude', 'postal_code', 'country', 'place_lat', 'place_lon')))
+    conn = op.get_bind()
+    update = (listings.update().where(listings.c.id == sa.bindparam('row_id'))
+              .values(place_lat=sa.bindparam('lat'), place_lon=sa.bindparam('lon')))
+    last_id = None
+    while True:
+        query = (sa.select(listings.c.id, listings.c.latitude, listings.c.longitude, listings.c.postal_code,
+                           listings.c.country)
+                 .where(sa.or_(listings.c.latitude.is_not(None), listings.c.postal_code.is_not(None)))
+                 .order_by(listings.c.id).limit(_BACKFILL_BATCH))
+        if last_id is not None:
+            query = query.where(listings.c.id > last_id)
+        rows = conn.execute(query).all()
+        if not rows:
+            return
+        last_id = rows[-1].id
+        placed = [{'row_id': r.id, 'lat': p['place_lat'], 'lon': p['place_lon']}
+                  for r in rows for p in [place_columns(r.latitude, r.longitude, r.postal_code, r.country)]
+                  if p['place_lat'] is not None]
+        if placed:
+            conn.execute(update, placed)
+
+
 def downgrade() -> None:
     op.drop_index('ix_price_models_catalogue_key', table_name='price_models')
     op.drop_table('price_models')
@@ -61,7 +99,7 @@ def downgrade() -> None:
         batch.drop_column('excluded_reason')
         batch.drop_column('original_seq')
     with op.batch_alter_table('listings') as batch:
-        batch.drop_index('ix_listings_place')
+        batch.drop_index('ix_listings_class_place')
         batch.drop_column('price_issue')
         batch.drop_column('bid_count')
         batch.drop_column('buying_options')

@@ -345,3 +345,30 @@ def test_missing_credentials_fail_the_crawl_with_a_clear_reason(make_settings, f
     stats = run(make_settings(ebay_client_id=""))
     assert stats.state == "failed" and "AUTODETECT_EBAY_CLIENT_ID" in stats.reason
     assert fake.calls["token"] == fake.calls["search"] == 0
+
+
+def test_auctions_and_placeholders_are_recorded_and_kept_out_of_prices(make_settings, fake):
+    """As eBay sends them: an auction's price is its current bid (with ``bidCount``); a detail call's
+    negative mileage keeps its listing out of the statistics after later summaries without it."""
+    fake.makes = {"Audi": [
+        summary(1),
+        summary(2, price=4100.0, buyingOptions=["AUCTION"], bidCount=12,
+                currentBidPrice={"value": "4100.00", "currency": "USD"}),
+        summary(3, price=1.0, buyingOptions=["FIXED_PRICE", "BEST_OFFER"]),
+        summary(4, title="Audi for sale, runs and drives", buyingOptions=["FIXED_PRICE"]),
+    ]}
+    fake.details = {"v1|4|0": {"itemId": "v1|4|0", "localizedAspects": [
+        {"type": "STRING", "name": "Make", "value": "Audi"}, {"type": "STRING", "name": "Model", "value": "TT"},
+        {"type": "STRING", "name": "Year", "value": "2013"}, {"type": "STRING", "name": "Mileage", "value": "-8"}]}}
+    settings = make_settings(crawl_page_size=10)
+    for _ in range(2):  # the second crawl makes no detail call: v1|4|0's mileage comes from the first
+        run(settings)
+    rows = stored(settings)
+    assert fake.calls["item"] == 1
+    assert {k: (r.buying_options, r.bid_count, r.price_issue) for k, r in rows.items()} == {
+        "v1|1|0": (None, None, None),
+        "v1|2|0": ("AUCTION", 12, "auction: the price is a bid"),
+        "v1|3|0": ("FIXED_PRICE,BEST_OFFER", None, "placeholder price: below 500"),
+        "v1|4|0": ("FIXED_PRICE", None, "negative mileage"),
+    }
+    assert rows["v1|4|0"].mileage == -8 and rows["v1|4|0"].year == 2013

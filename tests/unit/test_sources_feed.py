@@ -45,6 +45,32 @@ def test_prices_with_separators_and_symbols(value, expected):
     assert parse_price(value) == (Decimal(expected) if expected else None)
 
 
+@pytest.mark.parametrize("value, expected", [
+    (12500.0, "12500.00"), (12.5, "12.50"), (float("nan"), None), (-5, None),  # a JSON number is its own value
+    ("12500-", "12500.00"), ("12.500,-", "12500.00"), ("12500.-", "12500.00"),  # a trailing dash: no cents
+    ("12,500.000", "12500.00"), ("1.234.567,891", "1234567.89"),  # both marks: the last one is decimal
+    ("12500.000", "12500.00"), ("12,500", "12500.00"), ("12.500", "12500.00"), ("125.000", "125000.00"),
+    ("0.500", "0.50"), ("1.234.5", "1234.50"),  # one mark groups thousands only where it can
+])
+def test_price_rules_three_decimals_and_trailing_dash(value, expected):
+    """The rules ``parse_price`` states: "12500.000" (a float printed with three decimals) is 12,500, not
+    12.5 million, as "12.500" (a thousands group) is; "12500-" is 12,500."""
+    assert parse_price(value) == (Decimal(expected) if expected else None)
+
+
+def test_buying_options_bids_and_a_negative_mileage_are_read():
+    listing = listing_from_item(item(1, buyingOptions=["AUCTION", "fixed_price", "RAFFLE"], bidCount="7",
+                                     localizedAspects=[{"name": "Mileage", "value": "-45,000 mi"}]))
+    assert (listing.buying_options, listing.bid_count, listing.mileage) == (["AUCTION", "FIXED_PRICE"], 7, -45000)
+    assert {p.split(":")[0] for p in listing.problems} == {"bad buyingOptions", "negative mileage"}
+    plain = listing_from_item(item(2, localizedAspects=[{"name": "Mileage", "value": "45,000"}]))
+    assert (plain.buying_options, plain.bid_count, plain.mileage, plain.problems) == ([], None, 45000, [])
+    csv_item = parse_feed("itemId,title,price,buyingOptions,bidCount\nv1|3|0,2014 Audi TT,900,AUCTION|BEST_OFFER,3\n",
+                          name="feed.csv")[0][0]
+    assert (listing_from_item(csv_item).buying_options, listing_from_item(csv_item).bid_count) == \
+        (["AUCTION", "BEST_OFFER"], 3)
+
+
 def test_a_record_is_cleaned_to_fit_the_database_and_what_was_wrong_is_said():
     listing = listing_from_item({
         "itemId": "v1|1|0", "title": "2015\tAudi\x00 TT\r\n" + "x" * 10_000,

@@ -41,11 +41,12 @@ def model_offers(
                              radius_km=radius_km, currency=wanted_currency)
         version = session.execute(select(ModelVersion).where(ModelVersion.status == "active")).scalar_one_or_none()
         name, cls = _find_model(session, model_ref, version)
-        search = where.search(settings, session, name, version.id if version else None)
+        search = where.search(settings, session, [name], version.id if version else None,
+                              limit=limit, offset=offset)[name]
         if search.anywhere == 0:
             raise HTTPException(404, f"no active offers for {name!r}")
-        page = search.offers[offset: offset + limit]
-        thumbs = thumbnails(session, [o.listing_id for o in page])
+        page = search.offers
+        thumbs = thumbnails(page)
         return {
             "model": {"name": name, **class_fields(cls)},
             "location": where.location(), "radius_km": where.radius_km,
