@@ -28,7 +28,8 @@ What it does, in one run:
    random bits flipped. Each is looked up with ``near_candidates`` (one hash) in a fresh transaction,
    as the dedup task does (timed from after the pool checkout to the rows in Python). Then what
    ``dedup_image`` runs per photo: a real photo's hash and its four probes through ``find_candidates``
-   (the catch-up query, the in-memory search, the verification query), with one new original numbered
+   (the in-memory search, then one statement that reads its answers again and catches the index up),
+   with one new original numbered
    (committed) before each photo, as in a pipeline that finds most photos unique, so every catch-up
    has a row to add; the in-memory search alone on the same photos; p50/p95/p99/max are printed.
 5. Brute force: numpy popcount over every hash in memory, per hash and per photo (its 5 hashes), and
@@ -373,7 +374,7 @@ def main() -> int:
     print(f"{'':38}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'max ms':>9}")
     print(row("one hash (near_candidates)", lat, f"({len(lat)} queries)"))
     print(row("per photo (find_candidates, 5 hashes)", photo_lat,
-              f"({len(photo_lat)} photos: catch-up query + search + verification query)"))
+              f"({len(photo_lat)} photos: search + one statement: re-read and catch-up)"))
     print(row("  of which the in-memory search", search_lat))
     print(row("brute force, numpy popcount, 1 hash", brute_lat, "(hashes in memory)"))
     print(row("brute force, numpy popcount, photo", brute_photo_lat, "(its 5 hashes, hashes in memory)"))

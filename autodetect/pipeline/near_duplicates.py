@@ -11,11 +11,13 @@ thousand hashes of a million, not every one.
 
 **PostgreSQL (or SQLite) stays the source of truth.** Each process keeps one index per database, built
 on first use from the originals' ids and hashes (about 2 s per million; 56 bytes per hash, see
-``hash_index``), and caught up before every lookup by one indexed range query: dedup numbers the
-originals it decides (``images.original_seq``, assigned under its decision lock, so in commit order),
-and the index reads those numbered after the last it holds. What the index answers is read again by
-primary key with the original filters (not a duplicate, stage inference or done, not failed), so an
-original that failed or changed since is never used, and the normalized photo comes from that read.
+``hash_index``), and kept in step with it by every lookup: dedup numbers the originals it decides
+(``images.original_seq``, assigned under its decision lock, so in commit order). A lookup searches the
+index, then ONE statement reads again by primary key what the index answered, with the original filters
+(not a duplicate, stage inference or done, not failed; so an original that failed or changed since is
+never used, and the normalized photo comes from that read), together with the originals numbered after
+the newest the index holds (one indexed range); those are taken into the index and are candidates too
+when they are near. One round trip per photo.
 
 pHash describes the picture's low frequencies: re-encoding, resizing and brightness move it by a few
 bits, but a crop of a few percent per edge zooms and shifts the whole picture and moves it by up to 18
@@ -119,27 +121,19 @@ def near_candidates(session: Session, phash: int, threshold: int, *, exclude_id:
 def find_candidates(session: Session, queries: Sequence[int], threshold: int, *,
                     exclude_id: int | None = None) -> list[Candidate]:
     """:func:`near_candidates` for several query hashes at once, with each original's hash and photo:
-    the index caught up with the database, searched, and its answers read again from the database."""
+    the index searched, and in one statement its answers read again from the database and the originals
+    numbered since caught up (those near the queries are candidates too)."""
     queries = list(dict.fromkeys(queries))
     if threshold < 0 or not queries:
         return []
-    index = current_index(session)
-    ids = index.search(np.array([q & _MASK64 for q in queries], dtype=np.uint64), threshold, probe_plan(threshold))
-    return _verified(session, queries, threshold, [i for i in ids.tolist() if i != exclude_id])
-
-
-def _verified(session: Session, queries: list[int], threshold: int, ids: list[int]) -> list[Candidate]:
-    """The candidates ``ids`` that are still originals within the threshold, as the database has them
-    now (one read by primary key), nearest first, ties by id."""
-    if not ids:
-        return []
-    found = []
-    for image_id, h, key in _rows(session, f"SELECT id, phash, normalized_key FROM images "
-                                           f"WHERE id IN ({', '.join(map(str, ids))}) AND {_ORIGINAL_SQL}"):
+    unsigned = np.array([q & _MASK64 for q in queries], dtype=np.uint64)
+    rows = _synced(session).lookup(session, unsigned, threshold)
+    found = {}
+    for image_id, h, key in rows:
         distance = min(hamming(q, h) for q in queries) if h is not None else threshold + 1
-        if distance <= threshold:
-            found.append(Candidate(distance, image_id, h, key))
-    return sorted(found, key=lambda c: (c.distance, c.id))
+        if distance <= threshold and image_id != exclude_id:
+            found[image_id] = Candidate(distance, image_id, h, key)
+    return sorted(found.values(), key=lambda c: (c.distance, c.id))
 
 
 # --- one index per database, in sync with it -------------------------------------------------------
@@ -193,15 +187,51 @@ class _SyncedIndex:
                 self._rebuild(session)
             return self._index
 
+    def lookup(self, session: Session, queries: np.ndarray, threshold: int) -> list[tuple[int, int, str | None]]:
+        """``[(id, signed hash, normalized key)]`` of the originals the database has now that may lie
+        within ``threshold`` of ``queries``: those the index finds, read again by primary key with the
+        original filters, and those numbered since the index's newest, in ONE statement (a lookup is one
+        round trip). The index then takes in the newly numbered ones."""
+        session.connection()  # begun before the lock is taken (see ``caught_up``)
+        with self._lock:
+            if self._index is None:
+                self._rebuild(session)
+            ids = self._index.search(queries, threshold, probe_plan(threshold)).tolist()
+            seq = int(self._last[0])
+            reread = (f" UNION ALL SELECT NULL, id, phash, normalized_key, 1 FROM images "
+                      f"WHERE id IN ({', '.join(map(str, ids))}) AND {_ORIGINAL_SQL}") if ids else ""
+            rows = _rows(session, f"SELECT original_seq, id, phash, normalized_key, "
+                                  f"CASE WHEN {_ORIGINAL_SQL} THEN 1 ELSE 0 END FROM images "
+                                  f"WHERE original_seq >= {seq}{reread}")
+            numbered = sorted((r for r in rows if r[0] is not None), key=lambda r: r[0])
+            if not self._take_in(numbered):
+                self._rebuild(session)
+                return self._lookup_rebuilt(session, queries, threshold)
+            return [(i, h, key) for seq_, i, h, key, ok in rows if ok and (seq_ is None or seq_ > seq)]
+
+    def _lookup_rebuilt(self, session: Session, queries: np.ndarray,
+                             threshold: int) -> list[tuple[int, int, str | None]]:
+        """After a rebuild (lock held): the fresh index's answers, read again by primary key."""
+        ids = self._index.search(queries, threshold, probe_plan(threshold)).tolist()
+        if not ids:
+            return []
+        return [tuple(r) for r in _rows(session, f"SELECT id, phash, normalized_key FROM images "
+                                                 f"WHERE id IN ({', '.join(map(str, ids))}) AND {_ORIGINAL_SQL}")]
+
     def _catch_up(self, session: Session) -> bool:
         """Add the originals numbered after ``last``; False when ``last`` itself is no longer what was
         read (the table was emptied or that row deleted): the index must be rebuilt."""
-        seq = self._last[0]
-        rows = [tuple(r) for r in _rows(session, f"SELECT original_seq, id, phash FROM images "
-                                                 f"WHERE original_seq >= {int(seq)} ORDER BY original_seq")]
-        if seq:
+        rows = _rows(session, f"SELECT original_seq, id, phash FROM images "
+                              f"WHERE original_seq >= {int(self._last[0])} ORDER BY original_seq")
+        return self._take_in(rows)
+
+    def _take_in(self, numbered: Sequence[Sequence]) -> bool:
+        """Add ``numbered`` (rows ``(original_seq, id, phash, ...)`` from ``last`` on, in order) to the
+        index; False when the first is not ``last`` as it was read (the index must be rebuilt)."""
+        rows = [tuple(r[:3]) for r in numbered]
+        if self._last[0]:
             if not rows or rows[0] != self._last:
-                log.warning("dedup hash index: original #%d is no longer what was read; rebuilding", seq)
+                log.warning("dedup hash index: original #%d is no longer what was read; rebuilding", self._last[0])
                 return False
             rows = rows[1:]
         if rows:
@@ -226,13 +256,17 @@ _indexes: dict[object, _SyncedIndex] = {}
 _indexes_lock = threading.Lock()
 
 
-def current_index(session: Session) -> HashIndex:
-    """This process's index of the database ``session`` is bound to, with every original numbered in
-    the session's view of it (built on first use)."""
+def _synced(session: Session) -> _SyncedIndex:
+    """This process's index of the database ``session`` is bound to (built on first use)."""
     url = session.get_bind().engine.url
     with _indexes_lock:
-        synced = _indexes.setdefault(url, _SyncedIndex())
-    return synced.caught_up(session)
+        return _indexes.setdefault(url, _SyncedIndex())
+
+
+def current_index(session: Session) -> HashIndex:
+    """This process's index of the database ``session`` is bound to, with every original numbered in
+    the session's view of it (built on first use; a dedup worker may call it at start to warm up)."""
+    return _synced(session).caught_up(session)
 
 
 def _forget_indexes() -> None:
