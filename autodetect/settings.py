@@ -93,6 +93,18 @@ class Settings(BaseSettings):
     #: Hard limit of one training run; a run "running" longer than this is presumed dead and re-queued.
     training_time_limit_s: int = 3000
     serving_format: Literal["tflite", "onnx"] = "tflite"
+    #: The open set (``model/calibration.py``): at most this share of photos without a car may pass as
+    #: a car at the "no car recognised" threshold (chosen on the calibration photos)...
+    open_set_max_false_accept: float = Field(0.05, ge=0.0, le=1.0)
+    #: ...and at most this share of known-car validation photos may be turned away in all.
+    open_set_max_false_reject: float = Field(0.10, ge=0.0, le=1.0)
+    #: Sandbox photos rendered per set (non-car, unknown models) and part (calibration, evaluation).
+    open_set_photos: int = Field(240, ge=0)
+    #: Outlier exposure: sandbox photos without a car or of other models, taught as "none of the classes",
+    #: this many per training photo (0: none; see ``pipeline/open_set.py``).
+    open_set_outlier_share: float = Field(0.5, ge=0.0)
+    #: Photos smaller than this on their short side, or all one colour, are "no car recognised" unseen.
+    identify_min_side: int = Field(64, ge=1)
 
     # --- inference --------------------------------------------------------------------------
     inference_batch_size: int = 32
@@ -145,6 +157,20 @@ class Settings(BaseSettings):
     #: Failed runs on the same data before the trigger stops firing for it (new data or
     #: ``train --now`` start over); between failures it waits ``retry_backoff_s``.
     training_max_failures: int = Field(3, ge=1)
+    #: Clean training data (``autodetect.pipeline.training_exclusions``): before a run splits its photos,
+    #: the active version judges them, if its held-out test top-1 is at least this (0 judges always; above 1: never).
+    clean_labels_min_top1: float = Field(0.7, ge=0)
+    #: Confident learning (``autodetect.model.clean_labels``): a photo labelled j is contradicted when its
+    #: p_j is below this share of t_j (the mean p_j over photos labelled j)...
+    clean_labels_given_ratio: float = Field(0.5, gt=0, le=1)
+    #: ...while another class k has p_k > p_j and p_k >= this share of t_k (Northcutt: 1, out of sample;
+    #: the judge trained on most photos it judges, which pulls a flipped photo's p_k to 0.5-0.8 t_k)...
+    clean_labels_suspect_ratio: float = Field(0.6, gt=0)
+    #: ...and only classes with at least this many labelled photos are judged (or suspected).
+    clean_labels_min_class_photos: int = Field(10, ge=1)
+    #: The judge's "no car recognised" verdicts exclude photos only if, at its threshold, it turned away at
+    #: most this share of its held-out test cars as "no car" (its recorded open-set figure ``known_no_car``).
+    clean_labels_max_no_car_share: float = Field(0.02, ge=0, le=1)
 
     # --- the database -----------------------------------------------------------------------
     #: PostgreSQL: per process, up to pool + overflow connections (see the README's scaling notes).
@@ -173,8 +199,9 @@ class Settings(BaseSettings):
     #: Waiting for another process that is creating the embedded SQLite schema, at most (seconds).
     schema_lock_timeout_s: float = Field(120.0, gt=0)
     api_max_upload_bytes: int = 15 * 1024 * 1024
-    #: Photos ``/identify`` decodes at once per API process (each may need ~130 MiB at the pixel
-    #: limit); a request past it is answered 503 with ``Retry-After`` instead of queueing in memory.
+    #: Photos at the pixel limit ``/identify`` decodes at once per API process (each may need ~130 MiB):
+    #: uploads reserve the pixels their decode holds (a JPEG reduced to the model's size, far fewer); a
+    #: request past the budget is answered 503 with ``Retry-After`` instead of queueing in memory.
     api_max_concurrent_decodes: int = Field(2, ge=1)
     # --- metrics and logs -----------------------------------------------------------------------
     #: ``autodetect metrics serve``: where the pipeline exporter listens.
@@ -197,6 +224,17 @@ class Settings(BaseSettings):
     api_nearest_offers: int = 5
     #: Largest page of ``GET /models/{id}/offers``.
     api_max_page_size: int = 100
+
+    # --- prices (``autodetect/pricing``) -------------------------------------------------------
+    #: Asking prices below this are placeholders ($0, $1, $99) and never count in price statistics.
+    price_floor: float = Field(500.0, ge=0)
+    #: A car class gets a fair price only with at least this many usable asking prices in its currency.
+    price_min_comparables: int = Field(5, ge=1)
+    #: A class with this many usable asking prices gets its own curve; fewer borrow their make's or the
+    #: whole catalogue's (shifted by the class's median residual).
+    price_own_fit_min: int = Field(40, ge=5)
+    #: A reader refits a changed catalogue at most this often (a crawl's end always refits).
+    price_refit_interval_s: float = Field(60.0, ge=0)
 
     @field_validator("retry_backoff_s")
     @classmethod

@@ -212,7 +212,8 @@ def train(now: bool = typer.Option(False, "--now", help="Queue a training run no
 @_needs_schema
 def identify(photos: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False, help="Photo files.")],
              top: int = typer.Option(3), as_json: JsonOption = False) -> None:
-    """The most likely models for each photo, with the active model; no workers needed."""
+    """The most likely models for each photo, with the active model; no workers needed. A photo without a
+    car, or of a car the model does not know, gets "no car recognised" or "a car, but not a model we know"."""
     commands.identify(photos, top, as_json)
 
 

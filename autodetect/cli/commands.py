@@ -130,14 +130,19 @@ def identify(photos: list[Path], top: int, as_json: bool) -> None:
     except IdentifyError as exc:
         fail(str(exc))
     if as_json:
-        print_json([{"photo": str(path), "candidates": [{"model": name, "probability": round(float(p), 6)}
-                                                        for name, p in answer]} for path, answer in results])
+        print_json([{"photo": str(path), "verdict": answer.verdict, "message": answer.message,
+                     "ood_score": round(answer.ood_score, 6), "confidence": round(answer.confidence, 6),
+                     "candidates": [{"model": name, "probability": round(float(p), 6)} for name, p in answer.ranking]}
+                    for path, answer in results])
         return
     for path, answer in results:
+        if answer.verdict != "car":  # no ranking for a photo that shows no car we know (--json has it)
+            console.print(f"{path}: {answer.message}", highlight=False)
+            continue
         table = Table(title=str(path), show_header=True)
         table.add_column("model")
         table.add_column("probability", justify="right")
-        for name, p in answer:
+        for name, p in answer.ranking:
             table.add_row(name, f"{p:.1%}")
         console.print(table)
 

@@ -16,12 +16,13 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from autodetect.model.calibration import OpenSet
 from autodetect.settings import Settings
 from autodetect.storage import ModelVersion, VersionStatus
 
@@ -50,6 +51,8 @@ class LoadedModel:
     format: str = ""
     backbone: str = ""
     threads: int = 0
+    #: The version's calibration (temperature, OOD score, thresholds) from its bundle's labels.json.
+    open_set: OpenSet = field(default_factory=OpenSet)
 
 
 def serving_preference(settings: Settings, backbone: str) -> tuple[str, ...]:
@@ -95,7 +98,8 @@ def load_serving_model(settings: Settings, version: ModelVersion, *, threads: in
     serving = load_serving(directory, prefer=serving_preference(settings, version.backbone), num_threads=threads,
                            max_batch=max(64, settings.inference_batch_size))
     return LoadedModel(version.id, version.name, list(version.classes), version.image_size, serving.predict,
-                       format=serving.format, backbone=version.backbone, threads=threads)
+                       format=serving.format, backbone=version.backbone, threads=threads,
+                       open_set=OpenSet.from_dict(info.extra.get("open_set")))
 
 
 class ModelProvider:

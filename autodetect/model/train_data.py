@@ -2,7 +2,9 @@
 
 Images are decoded and resized exactly as ``runtime.load_image`` does (same IDCT, bilinear with
 antialiasing), cached as uint8, and augmented per batch in the tf.data pipeline; augmentation is not
-part of the saved model. Class imbalance: sample weights ``n / (k * n_c)``.
+part of the saved model. Class imbalance: sample weights ``n / (k * n_c)``. A training sample labelled
+``calibration.OUTLIER`` (outlier exposure: a photo without a car, a car of another model) has the
+uniform distribution over the classes as its target, and weight 1.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
+from autodetect.model.calibration import OUTLIER
 from autodetect.model.split import Sample
 
 
@@ -97,7 +100,8 @@ def make_augmenter(seed: int, rotation: float = 0.0, zoom: float = 0.25, colour_
 def class_weight_vector(samples: Sequence[Sample], classes: Sequence[str]) -> np.ndarray:
     """``n / (k * n_c)`` per class (1.0 for classes absent from ``samples``): sample weights average 1."""
     index = {c: i for i, c in enumerate(classes)}
-    counts = np.bincount([index[s.label] for s in samples], minlength=len(classes)).astype(np.float64)
+    counts = np.bincount([index[s.label] for s in samples if s.label != OUTLIER],
+                         minlength=len(classes)).astype(np.float64)
     present = counts > 0
     w = np.ones(len(classes))
     w[present] = counts.sum() / (present.sum() * counts[present])
@@ -124,11 +128,11 @@ def make_dataset(
     ``cache``: "" caches decoded images in memory, a path caches them in files there, None not at all.
     """
     index = {c: i for i, c in enumerate(classes)}
-    unknown = sorted({s.label for s in samples} - index.keys())
+    unknown = sorted({s.label for s in samples} - index.keys() - {OUTLIER})
     if unknown:
         raise ValueError(f"samples with labels outside classes: {unknown[:5]}")
     paths = [s.path for s in samples]
-    labels = np.array([index[s.label] for s in samples], dtype=np.int32)
+    labels = np.array([index.get(s.label, -1) for s in samples], dtype=np.int32)  # -1: an outlier
     if training:  # one fixed shuffle of the file list, so a partial shuffle buffer still mixes classes
         order = np.random.default_rng(seed).permutation(len(paths))
         paths, labels = [paths[i] for i in order], labels[order]
@@ -149,9 +153,10 @@ def make_dataset(
         x = tf.cast(x, tf.float32)
         if augmenter is not None:
             x = augmenter(x, training=True)
-        onehot = tf.one_hot(y, num_classes)
+        outlier = y < 0
+        onehot = tf.where(outlier[:, None], 1.0 / num_classes, tf.one_hot(y, num_classes))
         if training and class_weights is not None:
-            return x, onehot, tf.gather(weights, y)
+            return x, onehot, tf.where(outlier, 1.0, tf.gather(weights, tf.maximum(y, 0)))
         return x, onehot
 
     ds = ds.map(to_model, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

@@ -12,6 +12,7 @@ and by no other make, so a classifier cannot learn the make from one detail alon
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 # --- the look -----------------------------------------------------------------------------------
@@ -538,6 +539,13 @@ _CANONICAL_MAKES = {name.lower(): spec.make for spec in CARS
 def spec_for(class_name: str) -> CarSpec:
     """The spec of a canonical class name ("Audi TT"); KeyError if unknown."""
     return _BY_CLASS[class_name]
+
+
+def specs_outside(classes: Iterable[str]) -> tuple[CarSpec, ...]:
+    """The sandbox's models that are not among ``classes``, in :data:`CARS` order: cars that a model
+    trained on ``classes`` has never seen (the open-set evaluation's unknown models)."""
+    known = set(classes)
+    return tuple(spec for spec in CARS if spec.class_name not in known)
 
 
 def canonical_make(name: str) -> str | None:

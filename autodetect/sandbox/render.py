@@ -722,18 +722,28 @@ def render_reference(spec: CarSpec, size: tuple[int, int] = SIZE, colour: str = 
     return img
 
 
+#: The non-car photos the marketplace puts in listings.
 NON_CAR_KINDS = ("interior", "document")
+#: Every non-car photo the sandbox draws: the listings' kinds, plus what a person may point the camera
+#: at or upload by mistake: an empty street (the scenery of a car photo without the car) and a
+#: screenshot of text. The open-set evaluation measures "no car recognised" on all of them.
+ALL_NON_CAR_KINDS = (*NON_CAR_KINDS, "street", "screenshot")
 
 
 def render_non_car(rng: np.random.Generator, kind: str, size: tuple[int, int] = SIZE) -> Image.Image:
-    """A photo listings carry besides the car: ``"interior"`` (dashboard, steering wheel, seats) or
-    ``"document"`` (a title or registration form on a table)."""
+    """A photo without a car: ``"interior"`` (dashboard, steering wheel, seats), ``"document"`` (a
+    title or registration form on a table), ``"street"`` (a street, lot or kerb with no car) or
+    ``"screenshot"`` (a phone screenshot of a text page). Deterministic for a given ``rng`` state."""
     if kind == "interior":
         img = _interior(rng, size)
     elif kind == "document":
         img = _document(rng, size)
+    elif kind == "street":
+        img = _scene(rng, size, int(size[1] * rng.uniform(0.3, 0.7)))
+    elif kind == "screenshot":
+        return _screenshot(rng, size)  # a screen capture: no camera, no lighting
     else:
-        raise ValueError(f"unknown non-car kind {kind!r}; expected one of {NON_CAR_KINDS}")
+        raise ValueError(f"unknown non-car kind {kind!r}; expected one of {ALL_NON_CAR_KINDS}")
     return _lighting(img, rng)
 
 
@@ -822,4 +832,38 @@ def _document(rng: np.random.Generator, size: tuple[int, int]) -> Image.Image:
     paper = paper.convert("RGBA").rotate(angle, expand=True, resample=Image.BILINEAR)
     img.paste(paper, (int(rng.uniform(0, max(1, w - paper.width))), int(rng.uniform(-10, max(1, h - paper.height)))),
               paper)
+    return img
+
+
+_SCREEN_WORDS = ("the", "car", "price", "seller", "miles", "engine", "title", "clean", "offer", "message",
+                 "today", "new", "used", "great", "condition", "call", "deal", "details", "ships", "payment",
+                 "account", "settings", "notifications", "search", "results", "reply", "tap", "more")
+
+
+def _screenshot(rng: np.random.Generator, size: tuple[int, int]) -> Image.Image:
+    """A phone screenshot: a status bar, an app bar in an accent colour, then paragraphs of text
+    (light or dark theme), sometimes a button."""
+    w, h = size
+    dark = rng.random() < 0.3
+    page, ink = ((18, 18, 20), (226, 226, 230)) if dark else ((250, 250, 250), (28, 28, 32))
+    img = Image.new("RGB", size, page)
+    d = ImageDraw.Draw(img)
+    font = ImageFont.load_default()
+    accent = _rand_colour(rng, 30, 200)
+    d.rectangle([0, 0, w, 14], fill=_shade(accent, 0.7))
+    d.text((6, 1), f"{int(rng.integers(0, 24)):02d}:{int(rng.integers(0, 60)):02d}", fill=(240, 240, 240), font=font)
+    bar = int(rng.uniform(28, 44))
+    d.rectangle([0, 14, w, 14 + bar], fill=accent)
+    d.text((12, 14 + bar // 2 - 5), " ".join(rng.choice(_SCREEN_WORDS, 2)).title(), fill=(250, 250, 250), font=font)
+    y, line = 24 + bar, int(rng.uniform(12, 17))
+    while y < h - line:
+        if rng.random() < 0.12:  # a paragraph break
+            y += line
+            continue
+        words, x = rng.choice(_SCREEN_WORDS, int(rng.integers(4, 14))), 10
+        d.text((x, y), " ".join(words), fill=ink, font=font)
+        y += line
+    if rng.random() < 0.5:
+        bx = rng.uniform(10, w * 0.5)
+        d.rounded_rectangle([bx, h - 40, bx + rng.uniform(90, 160), h - 12], radius=10, fill=accent)
     return img

@@ -3,8 +3,9 @@
 - ``autodetect_http_request_duration_seconds{method,route,status}`` a histogram per route *template*
   (``/listings/{listing_id}``, never the raw path, so the label set stays small); a path that matches
   no route counts as ``route="unmatched"``.
-- ``autodetect_identify_outcomes_total{outcome}``: ``identified``, ``no_car`` (the model recognised no
-  car: no candidate), ``no_model`` (409), ``bad_photo`` (413/415/422), ``busy`` (503), ``error`` (other).
+- ``autodetect_identify_outcomes_total{outcome}``: ``identified``, ``unknown_model`` (a car, but not a
+  model we know), ``no_car`` (no car recognised), ``no_model`` (409), ``bad_photo`` (413/415/422),
+  ``busy`` (503), ``error`` (other).
 - ``autodetect_api_model_info{version,backbone,format}``: the model this process serves (value 1;
   absent until a request has loaded one).
 
@@ -24,7 +25,7 @@ from autodetect.serving.deps import Service
 
 #: Seconds; /identify runs a CNN, so the buckets reach further than a web page's would.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-OUTCOMES = ("identified", "no_car", "no_model", "bad_photo", "busy", "error")
+OUTCOMES = ("identified", "unknown_model", "no_car", "no_model", "bad_photo", "busy", "error")
 
 
 class _ServedModel(Collector):

@@ -17,6 +17,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import test_api_support as sup  # noqa: E402
 
+from autodetect.pricing.ratings import RATINGS  # noqa: E402
 from autodetect.serving.app import create_app  # noqa: E402
 from autodetect.db import session_scope, upgrade  # noqa: E402
 from autodetect.settings import Settings  # noqa: E402
@@ -68,7 +69,8 @@ def expected_offers(specs, name, origin=None, radius=None):
     return [s for s in rows if s.point() is not None and sup.haversine(origin, s.point()) <= radius]
 
 
-def expected_prices(rows, currency="USD", min_per_year=3):
+def expected_prices(rows, currency="USD", min_per_year=5):
+    """The asking prices' statistics; per model year for the years with at least price_min_comparables (5)."""
     prices = [s.price for s in rows if s.price is not None and s.currency == currency]
     q1, q2, q3 = statistics.quantiles(prices, n=4, method="inclusive")
     years = {}
@@ -87,7 +89,7 @@ def expected_prices(rows, currency="USD", min_per_year=3):
 
 def check_prices(got: dict, want: dict, currency: str = "USD") -> None:
     assert got["currency"] == currency
-    assert got["count"] == want["count"]
+    assert got["count"] == want["count"] and got["min_comparables"] == 5 <= want["count"]
     for key in ("mean", "median", "p25", "p75", "min", "max"):
         assert got[key] == pytest.approx(want[key], abs=0.01), key
     assert want["median"] == pytest.approx(want["median_q2"])
@@ -114,7 +116,7 @@ def test_identify_without_location(client, specs, model_root):
         rows = expected_offers(specs, c["name"])
         assert c["offers"]["count"] == len(rows) == c["offers"]["anywhere"]
         assert c["make"] == c["name"].split(" ", 1)[0] and c["class_id"] is not None
-        check_prices(c["prices"], expected_prices(rows))
+        check_prices(c["asking_prices"], expected_prices(rows))
         assert len(c["nearest"]) == 5 and all(o["distance_km"] is None for o in c["nearest"])
     assert set(body["timing_ms"]) == {"decode", "model", "offers", "total"}
 
@@ -131,7 +133,7 @@ def test_identify_with_coordinates(client, specs, model_root):
         assert c["offers"]["count"] == len(rows)
         assert c["offers"]["unlocated"] == sum(1 for s in everywhere if s.point() is None)
         assert c["offers"]["count"] + c["offers"]["unlocated"] + c["offers"]["outside_radius"] == len(everywhere)
-        check_prices(c["prices"], expected_prices(rows))
+        check_prices(c["asking_prices"], expected_prices(rows))
         nearest = c["nearest"]
         dists = [o["distance_km"] for o in nearest]
         assert dists == sorted(dists) and dists[0] < 5 and all(d <= RADIUS for d in dists)
@@ -160,11 +162,40 @@ def test_identify_with_postal_code_and_currency(client, specs, model_root):
     for c in body["candidates"]:
         rows = expected_offers(specs, c["name"], (loc["lat"], loc["lon"]), RADIUS)
         eur = [s.price for s in rows if s.currency == "EUR"]
-        p = c["prices"]
+        p = c["asking_prices"]
         assert p["currency"] == "EUR" and p["count"] == len(eur) == 2
-        assert p["mean"] == pytest.approx(statistics.mean(eur)) and p["median"] == pytest.approx(statistics.median(eur))
+        assert all(p[k] is None for k in ("mean", "median", "p25", "p75", "min", "max")), "2 comparables: no range"
         assert p["excluded_other_currency"] == sum(1 for s in rows if s.price is not None and s.currency != "EUR")
         assert p["by_year"] == []  # one EUR offer per year: not enough data
+
+
+def test_identified_offers_carry_their_fair_price_and_deal_rating(client, specs, model_root):
+    """Every offer of the catalogue's models is rated against a fair price fitted on the catalogue's usable asking
+    prices; EUR offers (2 per model: too few comparables) and offers without a price (nor a currency) get none."""
+    r = client.post("/identify", files=upload(training_photo(model_root, "Volkswagen Golf")), data={"offers": "30"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    fitted_on = [s for s in specs if s.status == "active" and s.label and s.price is not None]
+    assert body["fair_prices"]["listings"] == len(fitted_on) == 90
+    cuts = body["fair_prices"]["rating_cuts_pct"]
+    assert len(cuts) == 4 and cuts == sorted(cuts) and cuts[0] < 0 < cuts[-1]
+    by_id = {s.id: s for s in specs}
+    rated = 0
+    for c in body["candidates"]:
+        usd = [s.price for s in expected_offers(specs, c["name"]) if s.currency == "USD" and s.price]
+        for o in c["nearest"]:
+            spec = by_id[o["listing_id"]]
+            assert o["price_issue"] is None  # written straight into the database: nothing marked
+            if spec.currency != "USD":
+                assert (o["fair_price"], o["deal_rating"], o["difference_pct"]) == (None, None, None), o
+                continue
+            assert min(usd) * 0.7 < o["fair_price"] < max(usd) * 1.3, o
+            difference = (spec.price - o["fair_price"]) / o["fair_price"] * 100
+            assert o["difference_pct"] == pytest.approx(difference, abs=0.06)
+            if min(abs(o["difference_pct"] - cut) for cut in cuts) > 0.2:  # not on a cut, within the rounding
+                assert o["deal_rating"] == RATINGS[sum(o["difference_pct"] > cut for cut in cuts)], o
+            rated += 1
+    assert rated >= 40
 
 
 def test_default_radius_applies_with_a_location(client, catalogue, model_root):
@@ -216,7 +247,7 @@ def test_offers_pagination_nearest_first(client, specs):
     assert offset == 4 * -(-len(rows) // 4)
     assert sorted(seen) == sorted(s.id for s in rows) and len(seen) == len(set(seen))
     assert dists == sorted(dists)
-    check_prices(page["prices"], expected_prices(rows))
+    check_prices(page["asking_prices"], expected_prices(rows))
     assert page["model"] == {"name": name, "class_id": page["model"]["class_id"], "make": "Ford", "model": "F-150"}
 
 
@@ -231,7 +262,7 @@ def test_offers_by_class_id_without_location(client, specs):
     assert sorted(o["listing_id"] for o in body["offers"]) == sorted(s.id for s in rows)
     assert {o["match"] for o in body["offers"]} == {"label", "prediction"}
     assert client.get("/models/audi tt/offers").json()["total"] == len(rows)  # names match case-insensitively
-    check_prices(body["prices"], expected_prices(rows))
+    check_prices(body["asking_prices"], expected_prices(rows))
 
 
 def test_listing_detail(client, specs):
@@ -370,8 +401,8 @@ def test_empty_catalogue_and_no_model(tmp_path, model_root):
         r = c.post("/identify", files=upload(photo), data={"lat": "40", "lon": "-74"})
         assert r.status_code == 200, r.text
         for cand in r.json()["candidates"]:
-            assert cand["offers"]["count"] == 0 and cand["prices"]["count"] == 0 and cand["nearest"] == []
-            assert cand["prices"]["mean"] is None
+            assert cand["offers"]["count"] == 0 and cand["asking_prices"]["count"] == 0 and cand["nearest"] == []
+            assert cand["asking_prices"]["median"] is None
         assert_error(c.get("/models/Audi TT/offers"), 404, "no active offers")
 
 
@@ -388,5 +419,58 @@ def test_openapi_documents_the_shapes(client):
     identify = spec["paths"]["/identify"]["post"]
     assert "multipart/form-data" in identify["requestBody"]["content"]
     schemas = spec["components"]["schemas"]
-    assert {"IdentifyOut", "CandidateOut", "PriceStatsOut", "OffersPage", "OfferOut"} <= set(schemas)
+    assert {"IdentifyOut", "CandidateOut", "AskingPricesOut", "FairPricesOut", "OffersPage", "OfferOut"} <= set(schemas)
     json.dumps(spec)
+
+
+# --- the edges of the Earth, and work done once per model version ---------------------------------------------
+@pytest.mark.parametrize("lat, lon", [(90.0, 0.0), (-90.0, 45.0), (0.0, 179.9), (0.0, -180.0), sup.HOME])
+def test_offers_from_the_poles_and_the_antimeridian_within_20000_km(client, specs, lat, lon):
+    """20,000 km from anywhere reaches every place but those within 15 km of the antipode: here, all of them."""
+    name = "Ford F-150"
+    everywhere = expected_offers(specs, name)
+    located = [s for s in everywhere if s.point() is not None]
+    r = client.get(f"/models/{name}/offers", params={"lat": lat, "lon": lon, "radius_km": 20000, "limit": 100})
+    assert r.status_code == 200, r.text
+    page = r.json()
+    assert page["total"] == len(located) and page["unlocated"] == len(everywhere) - len(located)
+    assert page["outside_radius"] == 0 and page["anywhere"] == len(everywhere)
+    dists = [o["distance_km"] for o in page["offers"]]
+    assert dists == sorted(dists) and all(d <= 20000 for d in dists)
+    assert dists[0] == pytest.approx(min(sup.haversine((lat, lon), s.point()) for s in located), abs=15)
+    check_prices(page["asking_prices"], expected_prices(located))
+
+
+def test_radius_beyond_half_the_earth_is_refused(client):
+    assert_error(client.get("/models/Ford F-150/offers", params={"lat": 0, "lon": 0, "radius_km": 20016}), 422,
+                 "radius_km")
+    assert client.get("/models/Ford F-150/offers", params={"lat": 0, "lon": 0, "radius_km": 20015}).status_code == 200
+
+
+def test_class_fields_are_read_once_per_model_version(catalogue):
+    from autodetect.serving.deps import Service
+
+    service, built = Service(catalogue[0]), []
+    make = lambda: built.append(1) or len(built)  # noqa: E731
+    assert service.per_version(1, "fields", make) == service.per_version(1, "fields", make) == 1
+    assert service.per_version(2, "fields", make) == 2 and service.per_version(2, "fields", make) == 2
+    assert len(built) == 2
+
+
+def test_decodes_reserve_the_pixels_they_hold(catalogue):
+    """A big JPEG decoded at the model's size reserves a sliver of the budget; a photo at the pixel limit
+    reserves it all; the budget refuses past its limit and takes back what is released."""
+    from autodetect.serving.deps import DecodeBudget
+    from autodetect.serving.routes.identify import _decoded_pixels
+
+    settings = catalogue[0]
+    big_jpeg = sup.jpeg_bytes(Image.new("RGB", (4000, 3000), "gray"))
+    assert _decoded_pixels(big_jpeg, 96, settings.download_max_pixels) == 500 * 375  # reduced 1/8 while decoded
+    assert _decoded_pixels(sup.png_bomb(6000), 96, settings.download_max_pixels) == 6000 * 6000  # no draft for PNG
+    assert _decoded_pixels(sup.png_bomb(7000), 96, settings.download_max_pixels) == settings.download_max_pixels
+    for refused_unread in (sup.png_bomb(), b"not an image"):  # the decode refuses these before any pixel
+        assert _decoded_pixels(refused_unread, 96, settings.download_max_pixels) == 1
+    budget = DecodeBudget(1000)
+    assert budget.try_reserve(600) and not budget.try_reserve(500) and budget.try_reserve(400)
+    budget.release(600)
+    assert budget.try_reserve(500) and not budget.try_reserve(101)

@@ -184,6 +184,7 @@ def build_catalogue(settings, specs: list[Spec], bundle_dir: Path | None) -> Non
     from autodetect.db import session_scope
     from autodetect.images.decode import encode_jpeg, normalize
     from autodetect.images.store import ImageStore
+    from autodetect.serving.places import place_columns
     from autodetect.storage import CarClass, Image, Listing, ListingPrediction, ModelVersion
 
     store = ImageStore(settings.data_dir / "images", fsync=False)
@@ -209,6 +210,8 @@ def build_catalogue(settings, specs: list[Spec], bundle_dir: Path | None) -> Non
                 currency=spec.currency, city=spec.city, postal_code=postal, country="US" if postal else None,
                 latitude=lat if spec.coords else None, longitude=lon if spec.coords else None,
                 class_id=classes[spec.label].id if spec.label else None, status=spec.status,
+                **place_columns(lat if spec.coords else None, lon if spec.coords else None, postal,
+                                "US" if postal else None),
             )
             s.add(listing)
             s.flush()
