@@ -108,7 +108,11 @@ class Settings(BaseSettings):
 
     # --- inference --------------------------------------------------------------------------
     inference_batch_size: int = 32
-    inference_batch_wait_s: float = 0.2
+    #: A partial batch waits this long for more photos. When inference keeps up with dedup, a short wait
+    #: makes small batches whose per-batch costs (claim, read, write, listing refresh) are paid per few
+    #: photos: measured on 2 cores (benchmarks/pipeline_throughput.py), 0.2 s gave 10 photos per batch,
+    #: 2 s full ones. The wait is idle time the other stages use; a photo waits that much longer at most.
+    inference_batch_wait_s: float = 2.0
     #: One inference message keeps predicting batch after batch while photos are pending, for up to
     #: this long (a pipeline: the next batch is claimed and decoded, the last one written, while the
     #: model runs). 0: one batch per message.

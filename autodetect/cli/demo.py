@@ -146,12 +146,19 @@ def _run_stages(console: Console, settings, train_seconds: float, timings: dict[
             timings[key] = time.perf_counter() - t
 
 
-def _report(console: Console, settings, timings: dict[str, float], report_dir: Path) -> dict:
-    """Summarize the run, show it and write the HTML report."""
+def _report(console: Console, settings, timings: dict[str, float], report_dir: Path, market) -> dict:
+    """Summarize the run (with the fair prices scored against the sandbox ``market``'s generating prices),
+    show it and write the HTML report."""
+    from autodetect.cli.price_summary import price_rows
     from autodetect.cli.report import build_summary, write_report
+
+    def expected(external_id: str) -> float | None:
+        offer = market.expected_price(external_id)
+        return offer.expected if offer else None
 
     with session_scope(settings) as s:
         summary = build_summary(s, settings)
+        summary["rows"] += price_rows(s, expected)
     summary["seconds"] = {k: round(v, 1) for k, v in timings.items()}
     show_summary(console, summary)
     path = write_report(summary, settings, report_dir)
@@ -173,15 +180,15 @@ def run_demo(console: Console, *, listings: int, models: int, seed: int, train_s
         shutil.rmtree(data_dir)
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    with native_logs(data_dir / "demo.log", verbose) as log_file, \
-            SandboxServer(Marketplace(listings=listings, models=models, seed=seed)) as sandbox:
+    market = Marketplace(listings=listings, models=models, seed=seed, price_quirks=True)  # auctions, placeholders...
+    with native_logs(data_dir / "demo.log", verbose) as log_file, SandboxServer(market) as sandbox:
         settings = _demo_settings(base, sandbox.url, data_dir, train_seconds)
         upgrade(settings)
         console.print(f"[bold]AutoDetect demo[/]: {listings} listings of {models} models at {sandbox.url}, "
                       f"data in {data_dir}")
         _run_stages(console, settings, train_seconds, timings)
     timings["total"] = time.perf_counter() - started
-    summary = _report(console, settings, timings, report_dir)
+    summary = _report(console, settings, timings, report_dir, market)
     if log_file is not None:
         console.print(f"TensorFlow and worker logs: {log_file} (--verbose shows them here)")
     return summary

@@ -39,6 +39,7 @@ def show_status(console: Console, data: dict[str, Any]) -> None:
         table.add_row(row["stage"], row["state"], str(row["photos"]))
     console.print(table)
     console.print(f"duplicates {data['duplicates']} (label conflicts {data['label_conflicts']})")
+    console.print("excluded from training: " + ", ".join(f"{k} {n}" for k, n in data["excluded_from_training"].items()))
     for err in data["errors"]:
         console.print(f"  failed in {err['stage']}: {err['photos']} × {err['error']}")
     for err in data.get("retrying", []):

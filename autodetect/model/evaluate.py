@@ -37,6 +37,7 @@ class Metrics:
     per_class: dict[str, float] = field(default_factory=dict)  # class -> top-1 accuracy (present classes)
     confusion: list[list[int]] = field(default_factory=list)  # [true][predicted], ``classes`` order
     images_per_s: float = 0.0  # predict throughput, image loading excluded
+    examples: dict[str, list[dict]] = field(default_factory=dict)  # "right"/"wrong": a few photos (``examples``)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -109,7 +110,42 @@ def metrics_from_probs(
         per_class=per_class,
         confusion=confusion.tolist(),
         images_per_s=images_per_s,
+        examples=examples(probs, samples, classes, truth),
     )
+
+
+def examples(probs: np.ndarray, samples: Sequence[Sample], classes: Sequence[str], truth: np.ndarray,
+             per_kind: int = 12) -> dict[str, list[dict]]:
+    """A few photos to look at: right answers, one class after another (the first photo of each class,
+    then the second...), and the most confident wrong answers. Each: path, listing, true and predicted
+    class, the predicted class's probability (before calibration)."""
+    if not len(samples):
+        return {"right": [], "wrong": []}
+    pred = probs.argmax(axis=1)
+    top = probs[np.arange(len(samples)), pred]
+
+    def row(i: int) -> dict:
+        return {"path": samples[i].path, "listing": samples[i].listing, "true": samples[i].label,
+                "predicted": classes[pred[i]], "p": round(float(top[i]), 4)}
+
+    seen: Counter = Counter()
+    right = []  # (k, i): photo i is the k-th right answer of its class
+    for i in np.flatnonzero(pred == truth):
+        seen[truth[i]] += 1
+        right.append((seen[truth[i]], i))
+    wrong = sorted(np.flatnonzero(pred != truth), key=lambda i: -top[i])
+    return {"right": [row(i) for _, i in sorted(right)[:per_kind]], "wrong": [row(i) for i in wrong[:per_kind]]}
+
+
+def score_histogram(scores: dict[str, np.ndarray], bins: int = 30) -> dict:
+    """Counts of each set's OOD scores over shared bins (finite scores only): ``{"edges": [...],
+    "counts": {name: [...]}}``, for the report's histogram of cars, non-cars and unknown models."""
+    finite = {name: np.asarray(s, np.float64)[np.isfinite(s)] for name, s in scores.items()}
+    pooled = np.concatenate([*finite.values(), np.zeros(0)])
+    low, high = (float(pooled.min()), float(pooled.max())) if len(pooled) else (0.0, 1.0)
+    edges = np.linspace(low, high if high > low else low + 1.0, bins + 1)
+    return {"edges": [float(e) for e in edges],
+            "counts": {name: np.histogram(s, edges)[0].tolist() for name, s in finite.items()}}
 
 
 def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:

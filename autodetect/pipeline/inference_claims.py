@@ -51,11 +51,12 @@ def claim_batch(settings: Settings, *, wait: bool = True, session: Session | Non
     if not ids or not wait:
         return ids
     deadline = time.monotonic() + settings.inference_batch_wait_s
+    poll = max(0.05, settings.inference_batch_wait_s / 10)  # ~10 claims per wait, each a round trip
     while len(ids) < size:
         left = deadline - time.monotonic()
         if left <= 0:
             break
-        time.sleep(min(0.05, left))
+        time.sleep(min(poll, left))
         with session_scope(settings) as s:
             ids += claim(s, size - len(ids), settings)
     return sorted(ids)

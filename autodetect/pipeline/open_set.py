@@ -21,7 +21,7 @@ import numpy as np
 
 from autodetect.images.decode import encode_jpeg, normalize
 from autodetect.model.calibration import OUTLIER, SCORES, OpenSet, auroc, fit_open_set
-from autodetect.model.evaluate import open_set_metrics, predict_samples
+from autodetect.model.evaluate import open_set_metrics, predict_samples, score_histogram
 from autodetect.model.runtime import load_batch
 from autodetect.model.split import Sample
 from autodetect.sandbox.open_set import non_car_photos, unknown_model_photos
@@ -91,6 +91,8 @@ def calibrate_open_set(settings: Settings, predict: Predict, val: Sequence[Sampl
     figures["auroc_non_car_by_kind"] = {kind: auroc(known_scores, non_car_scores[np.array(kinds) == kind])
                                         for kind in dict.fromkeys(kinds)}
     figures["score_auroc_validation"] = candidates
+    figures["score_histogram"] = score_histogram({"car": known_scores, "non_car": non_car_scores,
+                                                  "unknown_model": score(unknown, open_set.temperature)})
     figures["calibration"] = open_set.to_dict()
     return open_set, _json_safe(figures)
 

@@ -33,14 +33,19 @@ from autodetect.storage import (
 
 
 # --- the dataset --------------------------------------------------------------------------------
+def trainable_photos() -> tuple:
+    """What a photo must be to train on, whatever its label: unique, stored, past dedup, not failed."""
+    return (Image.duplicate_of_id.is_(None), Image.normalized_key.is_not(None),
+            Image.stage.in_((Stage.inference.value, Stage.done.value)), Image.state != State.failed.value)
+
+
 def labelled_samples(session: Session, settings: Settings) -> list[Sample]:
-    """Every unique, labelled, stored photo; listings joined by duplicate photos share one group,
-    so no duplicate group can straddle the split."""
+    """Every unique, labelled, stored photo not excluded from training (``training_exclusions``);
+    listings joined by duplicate photos share one group, so no duplicate group can straddle the split."""
     rows = session.execute(
         select(Image.id, Image.normalized_key, CarClass.name, Image.listing_id)
         .join(Listing, Listing.id == Image.listing_id).join(CarClass, CarClass.id == Listing.class_id)
-        .where(Image.duplicate_of_id.is_(None), Image.normalized_key.is_not(None),
-               Image.stage.in_((Stage.inference.value, Stage.done.value)), Image.state != State.failed.value)
+        .where(*trainable_photos(), Image.excluded_reason.is_(None))
         .order_by(Image.id)
     ).all()
     original = aliased(Image)

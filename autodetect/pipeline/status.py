@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from autodetect.model.registry import active_version
+from autodetect.pipeline.training_exclusions import excluded_counts
 from autodetect.storage import (
     CarClass,
     Image,
@@ -62,6 +63,7 @@ def pipeline_status(session: Session, *, suspects: int = 10) -> dict[str, Any]:
         "photos": stages,
         "duplicates": duplicates,
         "label_conflicts": conflicts,
+        "excluded_from_training": excluded_counts(session),
         "errors": errors,
         "retrying": retrying,
         "model": model,

@@ -29,6 +29,7 @@ from autodetect.pipeline.dispatch import Dispatch
 from autodetect.pipeline.fates import describe
 from autodetect.pipeline.retraining import labelled_samples
 from autodetect.pipeline.tagging import queue_for_tagging
+from autodetect.pipeline.training_exclusions import review_training_photos
 from autodetect.settings import Settings
 from autodetect.storage import ModelVersion, Stage, TrainingRun, VersionStatus, utcnow
 
@@ -61,13 +62,16 @@ def run_training(settings: Settings, run_id: int, dispatch: Dispatch,
             return {"skipped": True}
         params = dict(claimed.params or {})
         params["name"] = registry.version_name(run_id, claimed.requeues)
-        samples = None if params.get("images") else labelled_samples(s, settings)
     try:
         with heartbeat(settings, run_id):
-            if samples is None:  # a folder of DIR/<class>/<photo> (``autodetect train --images DIR``)
+            if params.get("images"):  # a folder of DIR/<class>/<photo> (``autodetect train --images DIR``)
                 from autodetect.model.folder_dataset import scan_folder
 
                 samples = scan_folder(settings, Path(params["images"])).samples
+            else:  # the stored photos, less those the active version contradicts (recorded with the reason)
+                review_training_photos(settings)
+                with session_scope(settings) as s:
+                    samples = labelled_samples(s, settings)
             outcome = _train_and_register(settings, run_id, samples, params, progress)
     except Exception as exc:
         with session_scope(settings) as s:
@@ -126,7 +130,7 @@ def _train_and_register(settings: Settings, run_id: int, samples: list[Sample], 
         shutil.rmtree(out)  # a half-written directory from an interrupted run
     out.mkdir(parents=True)
     started = time.perf_counter()
-    metrics = _train_candidate(train, split, config, name, out, progress)
+    metrics = _train_candidate(settings, train, split, config, name, out, progress)
     with session_scope(settings) as s:
         version = ModelVersion(
             name=name, backbone=config.backbone, image_size=config.image_size, classes=split.classes,
@@ -143,23 +147,31 @@ def _train_and_register(settings: Settings, run_id: int, samples: list[Sample], 
     return {"version_id": version.id, "version": name, "metrics": metrics, **decision}
 
 
-def _train_candidate(train: Callable, split: Split, config, name: str, out: Path,
+def _train_candidate(settings: Settings, train: Callable, split: Split, config, name: str, out: Path,
                      progress: Callable[[dict], None] | None) -> dict[str, Any]:
     """Train a candidate into ``out`` and export it (LiteRT, labels, confusion plot); its metrics on the
-    held-out test listings, with the training's speed and length."""
+    held-out test listings, its open-set calibration and figures, the training's speed and length."""
     from autodetect.model.bundle import load_serving, save_labels
     from autodetect.model.evaluate import evaluate, plot_confusion
     from autodetect.model.export import export_tflite
+    from autodetect.pipeline.open_set import calibrate_open_set, outlier_samples
 
-    result = train(split.train, split.val, split.classes, config, out, progress=progress)
+    outliers = outlier_samples(settings, split.classes, round(settings.open_set_outlier_share * len(split.train)),
+                               out / "outliers")
+    result = train(split.train + outliers, split.val, split.classes, config, out, progress=progress)
+    shutil.rmtree(out / "outliers")
     export_tflite(result.keras_path, out / "model.tflite")
     save_labels(out, split.classes, backbone=config.backbone, image_size=config.image_size)
     serving = load_serving(out, prefer=("tflite",))
     evaluation = evaluate(serving.predict, split.test, split.classes, image_size=config.image_size)
     plot_confusion(evaluation, split.classes, out / "confusion.png", title=f"{name}: held-out test listings")
     metrics = evaluation.to_dict()
+    open_set, metrics["open_set"] = calibrate_open_set(settings, serving.predict, split.val, split.test,
+                                                       split.classes, config.image_size)
+    save_labels(out, split.classes, backbone=config.backbone, image_size=config.image_size,
+                open_set=open_set.to_dict())  # the serving model answers with its calibration
     metrics.update(train_images_per_s=round(result.train_images_per_s, 1), train_seconds=round(result.seconds, 1),
-                   epochs=result.epochs_run)
+                   epochs=result.epochs_run, outlier_photos=len(outliers))
     return metrics
 
 

@@ -14,6 +14,9 @@ What a crawler meets, as on a real marketplace:
   photo, no price, the price ``"12,500.00"``, a first photo whose URL answers 404, and one listing
   served twice in a row by search (the last item of a page of 200 comes again first on the next).
   Search's ``total`` counts distinct listings: the repeat takes a place in the serving order only.
+
+Prices follow a known function (``sandbox/prices.py``; with ``price_quirks`` some are placeholders, auctions,
+foreign...); :meth:`Marketplace.expected_price` gives the generating price and its own deal rating.
 """
 
 from __future__ import annotations
@@ -32,13 +35,14 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from autodetect.sandbox.cars import CARS, CarSpec, canonical_make, make_title, seller_aspects
+from autodetect.sandbox.label_noise import flip_labels
 from autodetect.sandbox.locations import CITIES, City
 from autodetect.sandbox.photo_copies import TRANSFORMS, copy_photo, jpeg_bytes
+from autodetect.sandbox.prices import CURRENT_YEAR, Offer, draw_offer, price_draws, seller_view
 from autodetect.sandbox.render import NON_CAR_KINDS, PAINT_SHARES, render_car, render_non_car
 
 ITEM_NUMBER_BASE = 100_000_000
 CATEGORY_ID = "6001"  # eBay Motors: Cars & Trucks
-CURRENT_YEAR = 2025
 LISTING_DEFECTS = ("no_photo", "no_price", "comma_price", "broken_photo")  # plus "repeated" in search
 PAGE_BOUNDARY = 200  # where the repeated listing straddles two pages (any page size dividing 200)
 RELIST_SHARE = 0.08
@@ -112,6 +116,7 @@ class Listing:
     photos: tuple[Photo, ...]
     relist_of: int | None  # index of the earlier listing of the same car
     web_path: str  # "/itm/100000123"
+    offer: Offer = field(repr=False)  # how it is sold, and the generating price
 
     @property
     def class_name(self) -> str:
@@ -142,7 +147,8 @@ def photo_index(path: str) -> tuple[int, int] | None:
 class Marketplace:
     """``listings`` listings of the first ``models`` models of :data:`~autodetect.sandbox.cars.CARS`."""
 
-    def __init__(self, listings: int = 500, models: int = 10, seed: int = 0, bad_input: bool = True):
+    def __init__(self, listings: int = 500, models: int = 10, seed: int = 0, bad_input: bool = True,
+                 label_noise: float = 0.0, price_quirks: bool = False):
         if listings < 0:
             raise ValueError("listings must be >= 0")
         if not 1 <= models <= len(CARS):
@@ -151,6 +157,9 @@ class Marketplace:
         self.specs: tuple[CarSpec, ...] = CARS[:models]
         self.seed = seed
         self.bad_input = bad_input
+        self.price_quirks = price_quirks  # placeholders, auctions, other currencies...: sandbox/prices.py
+        self.label_noise = label_noise  # share of listings whose seller names another model: flipped_listings()
+        self._named = flip_labels(listings, self.specs, self.model_of, seed=seed, share=label_noise)
         #: Which listing carries each deliberate defect (empty without ``bad_input`` or below 12 listings).
         self.bad_cases: dict[str, int] = self._place_bad_cases() if bad_input else {}
         self._defect = {index: case for case, index in self.bad_cases.items() if case != "repeated"}
@@ -188,6 +197,14 @@ class Marketplace:
         """What a photo path or URL shows; KeyError for a path the marketplace never served."""
         photo, listing = self._lookup(path)
         return PhotoTruth(photo.kind, listing.class_name, photo.original, photo.transform)
+
+    def expected_price(self, item_id: str) -> Offer | None:
+        """How an item is offered, with its generating price and own deal rating; None if unknown."""
+        return listing.offer if (listing := self.listing_for_item(item_id)) else None
+
+    def flipped_listings(self) -> dict[int, tuple[str, str]]:
+        """The listings whose seller names another model: index -> (the car's class, the class named)."""
+        return {i: (self.specs[self.model_of(i)].class_name, named.class_name) for i, named in self._named.items()}
 
     def duplicate_pairs(self) -> list[DuplicatePair]:
         """Every photo that copies an earlier listing's photo (computes all listings)."""
@@ -331,12 +348,7 @@ class Marketplace:
             mileage = max(300, int(age * rng.uniform(6000, 15000)))
         title = make_title(spec, rng, year)
         aspects = {**seller_aspects(spec, rng, year), "Mileage": str(mileage)}
-        price = spec.price * 0.87 ** (CURRENT_YEAR - 1 - year) * rng.uniform(0.8, 1.2)
-        price_text: str | None = f"{max(1500, round(price / 50) * 50):.2f}"
-        if defect == "no_price":
-            price_text = None
-        elif defect == "comma_price":
-            price_text = "12,500.00"
+        rng.random()  # where the price was once drawn: kept so that every later draw (photos...) stays as it was
         count = rng.choices(_PHOTO_COUNTS, cum_weights=_PHOTO_COUNT_CUMULATIVE)[0]
         if defect == "no_photo":
             count = 0
@@ -353,11 +365,19 @@ class Marketplace:
         elif defect is None and count >= 3 and roll < RELIST_SHARE + NON_CAR_SHARE:
             position = rng.randint(2, count - 1)
             photos[position] = Photo(paths[position], rng.choice(NON_CAR_KINDS))
+        city = rng.choice(CITIES)
+        offer = draw_offer(spec, year, mileage, title, city.state, price_draws(self.seed, "price", index),
+                           quirks=self.price_quirks, defect=defect)
+        named = self._named.get(index, spec)
+        if named is not spec:  # label noise (the price is the car's): own draws, the rest unchanged
+            named_rng = random.Random(_seed(self.seed, "seller label", index))
+            title, aspects = make_title(named, named_rng, year), {**aspects, **seller_aspects(named, named_rng, year)}
+        title, aspects = seller_view(title, aspects, year, offer)
         return Listing(
-            index=index, item_id=item_id(index), spec=spec, year=year, title=title, price=price_text,
-            currency="USD", mileage=mileage, condition="Used", aspects=aspects, city=rng.choice(CITIES),
+            index=index, item_id=item_id(index), spec=spec, year=year, title=title, price=offer.price,
+            currency=offer.currency, mileage=mileage, condition="Used", aspects=aspects, city=city,
             colour=colour, photos=tuple(photos), relist_of=source[0].index if source else None,
-            web_path=f"/itm/{number}")
+            web_path=f"/itm/{number}", offer=offer)
 
     # --- photos -------------------------------------------------------------------------------
     def _lookup(self, path: str) -> tuple[Photo, Listing]:

@@ -1,7 +1,8 @@
 """What the routes depend on: the app's :class:`Service` (settings, the serving model, the image store),
 set on ``app.state.service`` by ``create_app``, and typed dependencies that hand out its parts.
 
-- ``ServiceDep``  the service itself: ``service.model(session)`` is the active model (409 when there is none)
+- ``ServiceDep``  the service itself: ``service.model(session)`` is the active model (409 when there is none),
+                  ``service.fair_prices(session)`` the newest fair-price fit
 - ``SettingsDep`` the app's settings
 - ``SessionsDep`` a source of read-only sessions: ``with sessions() as session: ...``
 
@@ -14,28 +15,52 @@ none of them waits on anything (the middleware has already resolved the settings
 
 from __future__ import annotations
 
+import math
 import threading
-
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import partial
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, HTTPException, Request
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from autodetect.db import read_scope
+from autodetect.db import read_scope, session_scope
 from autodetect.images.store import ImageStore
 from autodetect.model.provider import LoadedModel, ModelProvider
+from autodetect.pricing.fair_price import FairPrices
+from autodetect.pricing.fits import refresh_fair_prices
 from autodetect.settings import Settings, get_settings
-from autodetect.storage import ModelVersion, VersionStatus
+from autodetect.storage import ModelVersion, PriceModel, VersionStatus
 
 #: The active model version's id.
 _ACTIVE_ID = select(ModelVersion.id).where(ModelVersion.status == VersionStatus.active.value)
 #: Opens a read-only session (see :func:`autodetect.db.read_scope`).
 Sessions = Callable[[], AbstractContextManager[Session]]
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class FairPriceFit:
+    """A stored fair-price fit (a ``price_models`` row) as the API uses it."""
+
+    id: int
+    fitted_at: datetime
+    listings: int  # the usable asking prices it was fitted on
+    prices: FairPrices
+
+    @staticmethod
+    def of(row: PriceModel) -> FairPriceFit:
+        return FairPriceFit(row.id, row.fitted_at, row.listings, FairPrices(row.params))
+
+    def as_json(self) -> dict[str, Any]:
+        """What an answer says about the fit: when, on how much, and the ratings' cuts in percent from the
+        fair price (``exp(cut) - 1``)."""
+        return {"id": self.id, "fitted_at": self.fitted_at.replace(tzinfo=UTC).isoformat(), "listings": self.listings,
+                "rating_cuts_pct": [round(math.expm1(cut) * 100, 1) for cut in self.prices.thresholds]}
 
 
 class DecodeBudget:
@@ -72,6 +97,8 @@ class Service:
         self._version_id: int | None = None
         self._per_version: dict[str, Any] = {}
         self._per_version_lock = threading.Lock()
+        self._fair: FairPriceFit | None = None
+        self._fit_lock = threading.Lock()  # the first fit of a catalogue without one
 
     @property
     def settings(self) -> Settings:
@@ -112,6 +139,23 @@ class Service:
             if key not in self._per_version:
                 self._per_version[key] = build()
             return self._per_version[key]
+
+    def fair_prices(self, session: Session) -> FairPriceFit:
+        """The newest fair-price fit, kept until a newer one is stored: a request costs one lookup of the
+        newest ``price_models`` id. Fits are made after crawls (``pricing/fits.py``), never here, except the
+        first one of a catalogue that has none yet, made once (in its own write transaction)."""
+        newest = session.scalar(select(func.max(PriceModel.id)))
+        cached = self._fair
+        if cached is not None and cached.id == newest:
+            return cached
+        if newest is None:
+            with self._fit_lock:  # one first fit; a request waiting here gets the first one's
+                with session_scope(self.settings) as writer:
+                    self._fair = FairPriceFit.of(refresh_fair_prices(writer, self.settings))
+                return self._fair
+        row = session.scalars(select(PriceModel).order_by(PriceModel.id.desc()).limit(1)).one()
+        self._fair = FairPriceFit.of(row)  # a request that read an older one may put it back: the next reloads
+        return self._fair
 
     def model(self, session: Session) -> LoadedModel:
         """The active version's serving model; while the version the provider serves is still the active

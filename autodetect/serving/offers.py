@@ -13,7 +13,11 @@ the offers in the area, not the size of the catalogue.
 - **Prices.** Statistics are taken over the offers whose price can count (``price_issue`` is NULL) in one
   currency (the requested one, else the most common one among them); offers in other currencies are
   excluded and counted, as there are no exchange rates offline. The aggregates themselves:
-  :func:`autodetect.serving.prices.stats_select`.
+  :func:`autodetect.serving.prices.stats_select`. They are asking prices, not sale prices, and the API
+  shows them only over enough comparables (:meth:`OfferSearch.asking_prices`).
+- **Deals.** Each offer is appraised against the fair price of a car of its class, age, mileage, title
+  words and region (:func:`appraise`, the model in :mod:`autodetect.pricing`); an offer whose price cannot
+  count keeps its fair price but gets no rating.
 
 No web framework here: the API (``autodetect.serving.app``) turns these results into JSON.
 """
@@ -28,11 +32,13 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from autodetect.db import is_postgres
+from autodetect.pricing.fair_price import Appraisal, FairPrices
+from autodetect.pricing.usable import FIRST_MODEL_YEAR
 from autodetect.serving.offers_sql import Shape, bind_values, offers_statement
 from autodetect.serving.places import Origin, ensure_math_functions
 from autodetect.serving.prices import PriceStats, stats_from_row
 
-__all__ = ["Offer", "OfferSearch", "find_offers", "find_offers_of", "thumbnails"]
+__all__ = ["Offer", "OfferSearch", "appraise", "find_offers", "find_offers_of", "thumbnails"]
 
 
 @dataclass
@@ -51,6 +57,7 @@ class Offer:
     distance_km: float | None = None
     last_seen: Any = None
     thumbnail_image_id: int | None = None
+    price_issue: str | None = None  # why its price cannot count (an auction, a placeholder...); None: it counts
 
 
 @dataclass
@@ -80,6 +87,24 @@ class OfferSearch:
             "excluded_price_issue": self.excluded_price_issue,
             "by_year": [{"year": year, **stats.as_dict()} for year, stats in self.by_year],
         }
+
+    def asking_prices(self, min_comparables: int) -> dict[str, Any]:
+        """:meth:`stats_dict` as the API shows it: the statistics only over at least ``min_comparables``
+        asking prices (else null, the count kept), and only the model years that have as many."""
+        out = self.stats_dict()
+        if out["count"] < min_comparables:
+            out.update(dict.fromkeys(("mean", "median", "p25", "p75", "min", "max")))
+        out["by_year"] = [year for year in out["by_year"] if year["count"] >= min_comparables]
+        return {**out, "min_comparables": min_comparables}
+
+
+def appraise(offer: Offer, model: str, fair: FairPrices) -> Appraisal | None:
+    """The offer as a car of ``model`` against its fair price (None: no fair price for its class, currency or
+    year, nor for a model year before the first cars); an offer whose price cannot count is appraised without
+    its price: no difference, no rating."""
+    year = offer.year if offer.year is None or offer.year >= FIRST_MODEL_YEAR else None
+    return fair.appraise(model, offer.currency or "", None if offer.price_issue else offer.price, year,
+                         offer.mileage, postal_code=offer.postal_code, country=offer.country, title=offer.title)
 
 
 def find_offers(session: Session, model: str, *, version_id: int | None, origin: Origin | None = None,
@@ -156,7 +181,7 @@ def _offer(r: Any) -> Offer:
         listing_id=r.listing_id, title=r.title or "", price=float(r.price) if r.price is not None else None,
         currency=r.currency, year=r.year, mileage=r.mileage, city=r.city, postal_code=r.postal_code,
         country=r.country, url=r.url, match=r.match, distance_km=r.distance_km, last_seen=r.last_seen,
-        thumbnail_image_id=r.thumbnail_image_id,
+        thumbnail_image_id=r.thumbnail_image_id, price_issue=r.price_issue,
     )
 
 

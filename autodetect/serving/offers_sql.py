@@ -45,8 +45,8 @@ _OFFER_COLUMNS = (Listing.id.label("listing_id"), Listing.title, Listing.price,
                   Listing.mileage, Listing.city, Listing.postal_code, Listing.country, Listing.url, Listing.last_seen,
                   Listing.place_lat, Listing.place_lon)
 #: The columns of an 'offer' row beyond those every row has.
-_SHOWN = ("listing_id", "match", "title", "price", "mileage", "city", "postal_code", "country", "url", "last_seen",
-          "distance_km")
+_SHOWN = ("listing_id", "match", "title", "price", "price_issue", "mileage", "city", "postal_code", "country", "url",
+          "last_seen", "distance_km")
 
 
 @dataclass(frozen=True)

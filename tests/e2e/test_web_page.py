@@ -1,10 +1,12 @@
 """The web page in a real headless browser (Debian's Chromium driven by Playwright): take a sandbox photo,
-see the right model among the three, the offers in the area and their average price. Writes the
-screenshot the README shows (``autodetect/serving/static/screenshot.png``)."""
+see the right model among the three, the offers in the area with their deal badges and fair prices, and the
+median and middle half of their asking prices. Writes the screenshots the README shows
+(``docs/img/page_offers.png``)."""
 
 from __future__ import annotations
 
 import re
+import statistics
 import sys
 from pathlib import Path
 
@@ -12,7 +14,9 @@ import pytest
 
 CHROMIUM = Path("/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parents[2]
-SCREENSHOT = ROOT / "autodetect" / "static" / "screenshot.png"
+SCREENSHOT = ROOT / "autodetect" / "serving" / "static" / "screenshot.png"
+PAGE_OFFERS = ROOT / "docs" / "img" / "page_offers.png"
+DEALS = {"Great deal", "Good deal", "Fair price", "High price", "Overpriced"}  # app.js's words for the ratings
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
@@ -85,11 +89,13 @@ def test_snap_a_car_and_see_the_offers(site, browser):
         card = cards.nth(names.index(truth))
         expected = in_area(specs, truth, sup.HOME, RADIUS)
         assert card.locator(".offer-count").inner_text() == f"{len(expected)} offers in your area"
-        average = card.locator(".avg-price").inner_text()
-        assert re.fullmatch(r"· average \$[\d,]+", average), average
         usd = [s.price for s in expected if s.price is not None and s.currency == "USD"]
-        assert int(average.split("$")[1].replace(",", "")) == round(sum(usd) / len(usd))
-        assert "in other currencies not counted" in card.locator(".price-note").inner_text()
+        dollars = lambda x: f"${round(x):,}"  # noqa: E731 - as the page writes them (en-US)
+        assert card.locator(".asking-median").inner_text() == f"· median asking price {dollars(statistics.median(usd))}"
+        q1, _, q3 = statistics.quantiles(usd, n=4, method="inclusive")
+        note = card.locator(".price-note").inner_text()
+        assert f"Asking prices {dollars(q1)}–{dollars(q3)} (middle half), {len(usd)} comparables" in note, note
+        assert "in other currencies not counted" in note
 
         width = card.locator(".bar-fill").evaluate("e => e.getBoundingClientRect().width")
         assert width > 0
@@ -98,11 +104,23 @@ def test_snap_a_car_and_see_the_offers(site, browser):
         distances = [float(re.search(r"([\d.]+) km", offers.nth(i).locator(".offer-meta").inner_text()).group(1))
                      for i in range(5)]
         assert distances == sorted(distances)
+        shown = [next(s for s in expected if s.title == offers.nth(i).locator(".offer-title").inner_text())
+                 for i in range(5)]
+        for i, spec in enumerate(shown):  # a badge and a fair price for each USD offer; none for the others
+            offer = offers.nth(i)
+            if spec.currency == "USD":
+                assert offer.locator(".deal").inner_text() in DEALS
+                assert re.fullmatch(r"fair \$[\d,]+ \([+-]?\d+%\)", offer.locator(".fair-price").inner_text())
+            else:
+                assert offer.locator(".deal").count() == offer.locator(".fair-price").count() == 0
+        assert sum(s.currency == "USD" for s in shown) >= 2
         page.wait_for_function(  # thumbnails served by the app, all loaded
             "[...document.querySelectorAll('img.thumb')].every(i => i.complete && i.naturalWidth > 0)")
         assert not errors, errors
         page.screenshot(path=str(SCREENSHOT), full_page=True)
         assert SCREENSHOT.stat().st_size > 10_000
+        card.screenshot(path=str(PAGE_OFFERS))  # the model card: asking prices, offers with their deal badges
+        assert PAGE_OFFERS.stat().st_size > 10_000
 
         # A postal code instead of the browser's location; then a file that is not a photo.
         page.fill("#postal-code", "10001")
@@ -116,5 +134,28 @@ def test_snap_a_car_and_see_the_offers(site, browser):
         page.wait_for_selector("#status.error")
         assert "not an image" in page.inner_text("#status")
         assert not errors, errors
+    finally:
+        context.close()
+
+
+def test_a_photo_without_a_car_shows_no_car_recognised(site, browser, tmp_path):
+    """A photo all one colour is "no car recognised" (a rule before the model): the message, not the ranking."""
+    from PIL import Image
+
+    url, _, _ = site
+    photo = tmp_path / "wall.jpg"
+    Image.new("RGB", (640, 480), (120, 130, 140)).save(photo, "JPEG")
+    context = browser.new_context(viewport={"width": 430, "height": 700}, device_scale_factor=1)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        page.goto(url + "/")
+        page.locator("#photo").set_input_files(str(photo))  # submits on change
+        page.wait_for_selector("#verdict:not([hidden])", timeout=30_000)
+        assert page.inner_text("#verdict .verdict-message") == "No car recognised: the photo is all one colour"
+        assert page.locator("#results").is_hidden()
+        assert not errors, errors
+        page.screenshot(path=str(SCREENSHOT.with_name("screenshot-no-car.png")), full_page=True)
     finally:
         context.close()

@@ -1,5 +1,5 @@
-"""``GET /models/{id}/offers``: a car model's active offers (class id or name), nearest first, paginated,
-with price statistics."""
+"""``GET /models/{id}/offers``: a car model's active offers (class id or name), nearest first, paginated, each
+against its fair price with a deal rating, and the asking prices' median and middle half."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from fastapi import APIRouter, HTTPException, Query
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from autodetect.serving.deps import SessionsDep, SettingsDep
+from autodetect.serving.deps import ServiceDep, SessionsDep, SettingsDep
 from autodetect.serving.filters import currency_code, offer_filter
-from autodetect.serving.offers import thumbnails
+from autodetect.serving.offers import appraise, thumbnails
 from autodetect.serving.schemas import ERRORS, OffersPage, class_fields, offer_json
 from autodetect.storage import CarClass, ModelVersion
 
@@ -19,10 +19,12 @@ router = APIRouter()
 
 
 @router.get("/models/{model_ref}/offers", response_model=OffersPage, responses=ERRORS,
-            summary="Active offers of one car model (class id or name), nearest first, with price statistics")
+            summary="Active offers of one car model (class id or name), nearest first, each with its fair price and "
+                    "deal rating, and the asking prices' median and range")
 def model_offers(
     model_ref: str,
     settings: SettingsDep,
+    service: ServiceDep,
     sessions: SessionsDep,
     lat: Annotated[float | None, Query()] = None,
     lon: Annotated[float | None, Query()] = None,
@@ -47,11 +49,13 @@ def model_offers(
             raise HTTPException(404, f"no active offers for {name!r}")
         page = search.offers
         thumbs = thumbnails(page)
+        fit = service.fair_prices(session)
         return {
             "model": {"name": name, **class_fields(cls)},
             "location": where.location(), "radius_km": where.radius_km,
             "total": search.total, "limit": limit, "offset": offset,
-            "offers": [offer_json(o, thumbs) for o in page], "prices": search.stats_dict(),
+            "offers": [offer_json(o, thumbs, appraise(o, name, fit.prices)) for o in page],
+            "asking_prices": search.asking_prices(settings.price_min_comparables), "fair_prices": fit.as_json(),
             "unlocated": search.unlocated, "outside_radius": search.outside_radius, "anywhere": search.anywhere,
         }
 

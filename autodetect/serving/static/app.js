@@ -77,6 +77,7 @@
       say("");
     } catch (err) {
       results.hidden = true;
+      verdict.hidden = true;
       say(`Sorry: ${err.message}`, true);
     } finally {
       submit.disabled = !photo.files[0];
@@ -91,7 +92,26 @@
   };
   const safeLink = (url) => /^https?:\/\//i.test(url || "") ? url : null;
 
+  // "no car recognised" and "a car, but not a model we know" replace the ranking (still in the JSON).
+  const verdict = $("verdict");
+  const HINTS = {
+    no_car: "Try again with a photo that shows the whole car, from the front, side or back.",
+    unknown_model: "This model is not in our catalogue yet, so we cannot show its offers.",
+  };
+  function showVerdict(body) {
+    const known = !body.verdict || body.verdict === "car";
+    verdict.hidden = known;
+    if (known) return false;
+    verdict.className = `verdict ${body.verdict}`;
+    const text = body.message || body.verdict;
+    verdict.querySelector(".verdict-message").textContent = text.charAt(0).toUpperCase() + text.slice(1);
+    verdict.querySelector(".verdict-hint").textContent = HINTS[body.verdict] || "";
+    results.hidden = true;
+    return true;
+  }
+
   function render(body) {
+    if (showVerdict(body)) return;
     list.replaceChildren();
     const located = body.location != null;
     for (const c of body.candidates) {
@@ -104,10 +124,12 @@
       node.querySelector(".offer-count").textContent = located
         ? `${n} ${n === 1 ? "offer" : "offers"} in your area`
         : `${n} ${n === 1 ? "offer" : "offers"}`;
-      const p = c.prices;
-      node.querySelector(".avg-price").textContent = p.count ? `· average ${money(p.mean, p.currency)}` : "";
-      const notes = [];
-      if (p.count > 1) notes.push(`middle half ${money(p.p25, p.currency)}–${money(p.p75, p.currency)}, median ${money(p.median, p.currency)}`);
+      const p = c.asking_prices;
+      node.querySelector(".asking-median").textContent = p.median != null ? `· median asking price ${money(p.median, p.currency)}` : "";
+      const notes = [p.median != null
+        ? `Asking prices ${money(p.p25, p.currency)}–${money(p.p75, p.currency)} (middle half), ${p.count} comparables`
+        : `Too few comparables for a price range (${p.count} asking ${p.count === 1 ? "price" : "prices"}, ${p.min_comparables} needed)`];
+      if (p.excluded_price_issue) notes.push(`${p.excluded_price_issue} not counted (auctions, placeholder prices…)`);
       if (p.excluded_other_currency) notes.push(`${p.excluded_other_currency} in other currencies not counted`);
       if (located && c.offers.unlocated) notes.push(`${c.offers.unlocated} without a known place`);
       node.querySelector(".price-note").textContent = notes.join("; ");
@@ -116,6 +138,22 @@
       list.append(node);
     }
     results.hidden = false;
+  }
+
+  // Each offer against its fair price: a deal badge, or why its price cannot count.
+  const DEALS = { great: "Great deal", good: "Good deal", fair: "Fair price", high: "High price", overpriced: "Overpriced" };
+  function showDeal(node, o) {
+    const badge = node.querySelector(".deal"), fair = node.querySelector(".fair-price");
+    if (o.deal_rating) {
+      badge.textContent = DEALS[o.deal_rating] || o.deal_rating;
+      badge.classList.add(o.deal_rating);
+    } else if (o.price_issue) {
+      badge.textContent = o.price_issue.charAt(0).toUpperCase() + o.price_issue.slice(1);
+      badge.classList.add("unrated");
+    } else badge.remove();
+    if (o.fair_price == null) { fair.remove(); return; }
+    const pct = o.difference_pct == null ? "" : ` (${o.difference_pct > 0 ? "+" : ""}${Math.round(o.difference_pct)}%)`;
+    fair.textContent = `fair ${money(o.fair_price, o.currency)}${pct}`;
   }
 
   function offerNode(o) {
@@ -139,6 +177,7 @@
     if (o.distance_km != null) meta.push(`${o.distance_km < 10 ? o.distance_km.toFixed(1) : Math.round(o.distance_km)} km`);
     node.querySelector(".offer-meta").textContent = meta.join(" · ");
     node.querySelector(".offer-price").textContent = money(o.price, o.currency);
+    showDeal(node, o);
     return node;
   }
 })();
