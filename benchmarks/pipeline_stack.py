@@ -169,17 +169,31 @@ def spawn_worker(spec, concurrency: int, env: dict, logs: Path) -> subprocess.Po
                             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def stop(procs) -> None:
-    """SIGTERM to each process (a Celery worker's warm shutdown), SIGKILL to its group after 30 s."""
+    """SIGTERM to each process (a Celery worker's warm shutdown), SIGKILL to its group after 30 s; returns
+    when no process of the groups is left (a pool process may still be giving its messages back)."""
     for p in procs:
         if p.poll() is None:
             p.terminate()
+    deadline = time.monotonic() + 30
     for p in procs:
         try:
-            p.wait(timeout=30)
+            p.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
+            pass
+        while _group_alive(p.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _group_alive(p.pid):
             os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
+        p.wait()
 
 
 # --- CPU seconds per process group, from /proc ---------------------------------------------------
