@@ -59,7 +59,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np
 from sqlalchemy import func, insert, select
 
-from scratch import scratch_postgres  # noqa: E402
+from scratch import scratch_postgres, worker_env  # noqa: E402
 from autodetect.storage import utcnow
 
 GOALS = {"queue_ratio": 0.90, "keras_speedup": 3.0, "worker_rss_mb": 500.0}
@@ -150,14 +150,6 @@ def serving_model(settings, bundle: Path):
 
 
 # --- infrastructure ------------------------------------------------------------------------------
-def worker_env(values: dict) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTODETECT_")}
-    env.update({f"AUTODETECT_{k.upper()}": json.dumps(v) if isinstance(v, list) else str(v) for k, v in values.items()})
-    env["PYTHONPATH"] = str(ROOT)
-    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    return env
-
-
 def spawn_worker(queue: str, env: dict, logs: Path, *, pool: str, concurrency: int, prefetch: int = 1,
                  level: str = "WARNING"):
     log = open(logs / f"{queue}.log", "wb")  # noqa: SIM115 - closed with the process

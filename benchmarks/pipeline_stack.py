@@ -150,14 +150,6 @@ def _serve(args: argparse.Namespace) -> None:
 
 
 # --- workers -------------------------------------------------------------------------------------
-def worker_env(values: dict) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTODETECT_")}
-    env.update({f"AUTODETECT_{k.upper()}": json.dumps(v) if isinstance(v, list) else str(v) for k, v in values.items()})
-    env["PYTHONPATH"] = str(ROOT)
-    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    return env
-
-
 def spawn_worker(spec, concurrency: int, env: dict, logs: Path) -> subprocess.Popen:
     """``celery -A workers worker`` for one queue, with its declared pool and prefetch."""
     args = spec.worker_args()

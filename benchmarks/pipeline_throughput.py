@@ -63,7 +63,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import pipeline_stack as stack  # noqa: E402
-from scratch import scratch_postgres  # noqa: E402
+from scratch import scratch_postgres, worker_env  # noqa: E402
 
 GOAL_RATIO = 0.85
 STAGES = ("download", "dedup", "inference")
@@ -291,7 +291,7 @@ def start_workers(settings, values: dict, concurrency: dict, logs: Path) -> tupl
     from workers.app import make_app
     from workers.queues import QUEUE_NAMES, queue_specs
 
-    specs, env = queue_specs(settings), stack.worker_env(values)
+    specs, env = queue_specs(settings), worker_env(values)
     procs = {q: stack.spawn_worker(specs[q], concurrency[q], env, logs) for q in QUEUE_NAMES}
     app = make_app()
     deadline = time.monotonic() + 120

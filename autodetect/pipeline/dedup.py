@@ -65,6 +65,14 @@ def _decision_lock(session: Session) -> Iterator[None]:
             yield
 
 
+def hold_off_decisions(session: Session) -> None:
+    """On PostgreSQL, hold the decision lock in shared mode until ``session``'s transaction ends: no dedup
+    decision is taken meanwhile (one in progress is waited for), while holders do not wait for each other.
+    (Embedded SQLite: the database's write lock serializes the transactions already.)"""
+    if is_postgres(session):
+        session.execute(text("SELECT pg_advisory_xact_lock_shared(:k)"), {"k": _DEDUP_LOCK_KEY})
+
+
 @dataclass
 class DedupOutcome:
     status: str  # unique | duplicate | skipped | failed

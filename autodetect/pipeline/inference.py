@@ -33,13 +33,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select, text, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from autodetect.db import db_now, insert_stmt, is_postgres, session_scope
+from autodetect.db import db_now, insert_stmt, session_scope
 from autodetect.model.provider import LoadedModel, ModelProvider
 from autodetect.model.registry import fail_active
-from autodetect.pipeline.dedup import _DEDUP_LOCK_KEY as DEDUP_LOCK_KEY  # its decisions' lock
+from autodetect.pipeline.dedup import hold_off_decisions
 from autodetect.pipeline.listing_predictions import refresh_listing_predictions
 from autodetect.pipeline.fates import Failure, failure_of, record_failures
 from autodetect.pipeline.inference_claims import claim_batch
@@ -358,8 +358,7 @@ def _after_dedup_decisions(session: Session) -> None:
     prediction of ours yet, and our search for the duplicates of our photos does not see it yet (both
     transactions uncommitted); its listing would never get a listing prediction. Writes do not wait
     for each other, only for a decision in progress (milliseconds), and a decision for them."""
-    if is_postgres(session):
-        session.execute(text("SELECT pg_advisory_xact_lock_shared(:k)"), {"k": DEDUP_LOCK_KEY})
+    hold_off_decisions(session)
 
 
 def _record(session: Session, settings: Settings, batch: _Batch, mark_state: bool, now: datetime) -> None:

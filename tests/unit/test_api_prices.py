@@ -17,6 +17,7 @@ from sqlalchemy import func, select, update
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import test_api_support as sup  # noqa: E402
+from test_pricing import sandbox_item  # noqa: E402
 
 from autodetect.db import session_scope  # noqa: E402
 from autodetect.pipeline.discovery import crawl  # noqa: E402
@@ -62,15 +63,6 @@ def auction(n: int) -> dict:
     """An auction priced by its current bid, with bids."""
     return item(n, price="2500.00", buyingOptions=["AUCTION"], bidCount=6,
                 currentBidPrice={"value": "2500.00", "currency": "USD"})
-
-
-def sandbox_item(listing) -> dict:
-    """A sandbox listing as its item detail reads (aspects included)."""
-    return {"itemId": listing.item_id, "title": listing.title,
-            "price": {"value": listing.price, "currency": listing.currency} if listing.price else None,
-            "buyingOptions": list(listing.offer.buying_options), "bidCount": listing.offer.bid_count,
-            "itemLocation": {"postalCode": listing.city.postal_code, "country": "US"},
-            "localizedAspects": [{"name": k, "value": v} for k, v in listing.aspects.items()]}
 
 
 def crawl_feed(settings: Settings, items: list[dict]) -> None:
